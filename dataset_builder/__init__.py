@@ -1,0 +1,1 @@
+"""dataset_builder: category labels -> LLM descriptions -> a `datasets` corpus with retrieved knowledge."""

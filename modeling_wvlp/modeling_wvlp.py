@@ -1,0 +1,706 @@
+"""WVLP: a vision-language model pre-trained from category labels and LLM-written descriptions (PiTL).
+
+Layout follows transformers model files: outputs -> text/fusion blocks -> PreTrainedModel -> towers -> model -> heads.
+The text tower is unified with the multimodal encoder: one BERT-style stack that runs as a plain text encoder, or,
+in fusion mode, with cross-attention to image tokens switched on from `config.fusion_layer` upward.
+"""
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import ModelOutput
+
+from .losses import (
+    clip_loss,
+    contrastive_loss,
+    gather_features,
+    itm_loss,
+    mlm_loss,
+    positive_targets,
+    sample_hard_negatives,
+    world_info,
+)
+from .configuration_wvlp import WVLPConfig, WVLPEfficientNetLiteConfig, WVLPTextConfig
+from .modeling_efficientnet_lite import WVLPEfficientNetLiteModel, init_efficientnet_weights
+
+
+@dataclass
+class WVLPTextOutput(ModelOutput):
+    """Text-mode output: final hidden states, the hidden states entering the fusion layers, and the pooled token."""
+
+    last_hidden_state: torch.FloatTensor | None = None
+    fusion_input: torch.FloatTensor | None = None
+    pooler_output: torch.FloatTensor | None = None
+
+
+@dataclass
+class WVLPOutput(ModelOutput):
+    """Output of `WVLPModel.forward`: similarity logits and L2-normalised embeddings of both modalities."""
+
+    loss: torch.FloatTensor | None = None
+    logits_per_image: torch.FloatTensor | None = None
+    logits_per_text: torch.FloatTensor | None = None
+    image_embeds: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    vision_model_output: BaseModelOutputWithPooling | None = None
+    text_model_output: WVLPTextOutput | None = None
+
+    def to_tuple(self) -> tuple:
+        return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
+
+
+@dataclass
+class WVLPPreTrainingOutput(ModelOutput):
+    """Output of `WVLPForPreTraining.forward`: the weighted total and every loss term by name."""
+
+    loss: torch.FloatTensor | None = None
+    itc_loss: torch.FloatTensor | None = None
+    itm_loss: torch.FloatTensor | None = None
+    mlm_loss: torch.FloatTensor | None = None
+    imc_loss: torch.FloatTensor | None = None
+    knowledge_loss: torch.FloatTensor | None = None
+    logits_per_image: torch.FloatTensor | None = None
+    itm_logits: torch.FloatTensor | None = None
+
+
+LOSS_TERMS = ("itc", "itm", "mlm", "imc", "knowledge")
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference attention (softmax in fp32); SDPA is used when the config selects it."""
+    attn_weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    attn_weights = F.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
+    return attn_output, attn_weights
+
+
+def extended_attention_mask(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """(B, K) 1/0 key mask -> additive (B, 1, 1, K) mask."""
+    if attention_mask is None:
+        return None
+    mask = attention_mask[:, None, None, :].to(dtype)
+    return (1.0 - mask) * torch.finfo(dtype).min
+
+
+class WVLPAttention(nn.Module):
+    """Multi-head attention; keys/values come from `context` (image tokens) for cross-attention, else from the input."""
+
+    def __init__(self, config: WVLPConfig, context_size: int | None = None):
+        super().__init__()
+        text_config = config.text_config
+        self.config = config
+        self.num_heads = text_config.num_attention_heads
+        self.head_dim = text_config.hidden_size // self.num_heads
+        self.scaling = self.head_dim**-0.5
+        self.dropout = text_config.attention_probs_dropout_prob
+        self.is_causal = False
+        hidden, context = text_config.hidden_size, context_size or text_config.hidden_size
+        self.q_proj = nn.Linear(hidden, hidden)
+        self.k_proj = nn.Linear(context, hidden)
+        self.v_proj = nn.Linear(context, hidden)
+        self.o_proj = nn.Linear(hidden, hidden)
+        # Cross-attention starts as a no-op (see WVLPTextLayer); read by WVLPPreTrainedModel._init_weights.
+        self.o_proj.zero_init = context_size is not None
+
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        context = hidden_states if context is None else context
+        batch, length, _ = hidden_states.shape
+        query = self.q_proj(hidden_states).view(batch, length, -1, self.head_dim).transpose(1, 2)
+        key = self.k_proj(context).view(batch, context.shape[1], -1, self.head_dim).transpose(1, 2)
+        value = self.v_proj(context).view(batch, context.shape[1], -1, self.head_dim).transpose(1, 2)
+        attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+        output, _ = attention(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            scaling=self.scaling,
+            dropout=self.dropout if self.training else 0.0,
+            is_causal=False,
+        )
+        return self.o_proj(output.reshape(batch, length, -1))
+
+
+class WVLPTextLayer(GradientCheckpointingLayer):
+    """A post-LN BERT layer; fusion layers add a pre-LN cross-attention whose output projection starts at zero.
+
+    Zero-initialised cross-attention makes fusion mode equal text mode at initialisation, so the pre-trained text
+    weights are not disturbed by the new parameters.
+    """
+
+    def __init__(self, config: WVLPConfig, layer_idx: int):
+        super().__init__()
+        text_config = config.text_config
+        hidden = text_config.hidden_size
+        self.self_attn = WVLPAttention(config)
+        self.self_attn_layer_norm = nn.LayerNorm(hidden, eps=text_config.layer_norm_eps)
+        self.has_cross_attention = layer_idx >= config.fusion_layer
+        if self.has_cross_attention:
+            self.cross_attn_layer_norm = nn.LayerNorm(hidden, eps=text_config.layer_norm_eps)
+            self.cross_attn = WVLPAttention(config, context_size=config.vision_hidden_size)
+        self.fc1 = nn.Linear(hidden, text_config.intermediate_size)
+        self.fc2 = nn.Linear(text_config.intermediate_size, hidden)
+        self.activation = ACT2FN[text_config.hidden_act]
+        self.final_layer_norm = nn.LayerNorm(hidden, eps=text_config.layer_norm_eps)
+        self.dropout = nn.Dropout(text_config.hidden_dropout_prob)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        image_tokens: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        attended = self.self_attn(hidden_states, attention_mask)
+        hidden_states = self.self_attn_layer_norm(hidden_states + self.dropout(attended))
+        if image_tokens is not None and self.has_cross_attention:
+            attended = self.cross_attn(self.cross_attn_layer_norm(hidden_states), context=image_tokens)
+            hidden_states = hidden_states + self.dropout(attended)
+        mlp = self.fc2(self.activation(self.fc1(hidden_states)))
+        return self.final_layer_norm(hidden_states + self.dropout(mlp))
+
+
+class WVLPTextEmbeddings(nn.Module):
+    """Word + position + token-type embeddings (BERT)."""
+
+    def __init__(self, config: WVLPTextConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        length, max_length = input_ids.shape[1], self.position_embeddings.num_embeddings
+        if length > max_length:
+            raise ValueError(f"input_ids has {length} tokens; text_config.max_position_embeddings is {max_length}")
+        embeddings = (
+            self.word_embeddings(input_ids)
+            + self.position_embeddings(torch.arange(length, device=input_ids.device)[None])
+            + self.token_type_embeddings(torch.zeros_like(input_ids))
+        )
+        return self.dropout(self.layer_norm(embeddings))
+
+
+class WVLPMLMHead(nn.Module):
+    """BERT prediction head; the decoder weight is tied to the word embeddings when `tie_word_embeddings`."""
+
+    def __init__(self, config: WVLPTextConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = ACT2FN[config.hidden_act]
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.layer_norm(self.activation(self.dense(hidden_states))))
+
+
+class WVLPPreTrainedModel(PreTrainedModel):
+    config: WVLPConfig
+    base_model_prefix = "wvlp"
+    main_input_name = "pixel_values"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["WVLPTextLayer"]
+    _supports_sdpa = True
+    # Every loss is a per-batch mean: the Trainer must scale it for gradient accumulation itself.
+    accepts_loss_kwargs = False
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Conv2d, nn.BatchNorm2d)):
+            init_efficientnet_weights(module)
+        elif isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=0.0 if getattr(module, "zero_init", False) else std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, WVLPModel):
+            init.constant_(module.temp, self.config.temperature)
+        else:
+            super()._init_weights(module)
+
+
+class WVLPVisionTower(nn.Module):
+    """Image tower: the built-in EfficientNet-Lite or any transformers vision backbone; yields tokens + pooled token."""
+
+    def __init__(self, config: WVLPConfig):
+        super().__init__()
+        vision_config = config.vision_config
+        # By model_type: remote code may load the config module twice, so classes need not be identical.
+        if vision_config.model_type == WVLPEfficientNetLiteConfig.model_type:
+            self.backbone = WVLPEfficientNetLiteModel(vision_config)
+        else:
+            try:  # a pooler nobody uses would leave DDP with unused parameters
+                self.backbone = AutoModel.from_config(vision_config, add_pooling_layer=False)
+            except TypeError:
+                self.backbone = AutoModel.from_config(vision_config)
+
+    def forward(self, pixel_values: torch.Tensor) -> BaseModelOutputWithPooling:
+        output = self.backbone(pixel_values=pixel_values)
+        tokens = output.last_hidden_state
+        if tokens.dim() == 4:  # convolutional backbones return (B, C, H, W)
+            tokens = tokens.flatten(2).transpose(1, 2)
+        pooled = getattr(output, "pooler_output", None)
+        if pooled is None:
+            pooled = tokens.mean(dim=1)
+        return BaseModelOutputWithPooling(last_hidden_state=tokens, pooler_output=pooled.reshape(tokens.shape[0], -1))
+
+
+class WVLPTextTower(nn.Module):
+    """One BERT-style stack, two modes: `encode` (text only) and `fuse` (upper layers cross-attend to image tokens)."""
+
+    def __init__(self, config: WVLPConfig):
+        super().__init__()
+        self.fusion_layer = config.fusion_layer
+        self.pooling = config.text_config.pooling
+        self.embeddings = WVLPTextEmbeddings(config.text_config)
+        self.layers = nn.ModuleList(WVLPTextLayer(config, i) for i in range(config.text_config.num_hidden_layers))
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> WVLPTextOutput:
+        """Text mode. `fusion_input` (the hidden states entering layer `fusion_layer`) lets `fuse` skip the lower layers."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        hidden_states = self.embeddings(input_ids)
+        mask = extended_attention_mask(attention_mask, hidden_states.dtype)
+        fusion_input = None
+        for i, layer in enumerate(self.layers):
+            if i == self.fusion_layer:
+                fusion_input = hidden_states
+            hidden_states = layer(hidden_states, mask)
+        if self.pooling == "cls":
+            pooled = hidden_states[:, 0]
+        else:
+            weights = attention_mask[..., None].to(hidden_states.dtype)
+            pooled = (hidden_states * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+        return WVLPTextOutput(last_hidden_state=hidden_states, fusion_input=fusion_input, pooler_output=pooled)
+
+    def fuse(self, fusion_input: torch.Tensor, attention_mask: torch.Tensor, image_tokens: torch.Tensor) -> torch.Tensor:
+        """Fusion mode from layer `fusion_layer` upward; returns the multimodal hidden states."""
+        mask = extended_attention_mask(attention_mask, fusion_input.dtype)
+        hidden_states = fusion_input
+        for layer in self.layers[self.fusion_layer :]:
+            hidden_states = layer(hidden_states, mask, image_tokens)
+        return hidden_states
+
+
+class WVLPModel(WVLPPreTrainedModel):
+    """The published model: towers, projections, temperature, ITM and MLM heads."""
+
+    _tied_weights_keys = {"mlm_head.decoder.weight": "text_model.embeddings.word_embeddings.weight"}
+
+    def __init__(self, config: WVLPConfig):
+        super().__init__(config)
+        text_hidden = config.text_config.hidden_size
+        self.vision_model = WVLPVisionTower(config)
+        self.text_model = WVLPTextTower(config)
+        self.vision_proj = nn.Linear(config.vision_hidden_size, config.embed_dim)
+        self.text_proj = nn.Linear(text_hidden, config.embed_dim)
+        self.temp = nn.Parameter(torch.tensor(config.temperature))
+        self.itm_head = nn.Linear(text_hidden, 2)
+        self.mlm_head = WVLPMLMHead(config.text_config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.text_model.embeddings.word_embeddings
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.mlm_head.decoder
+
+    def temperature(self) -> torch.Tensor:
+        """The learnable temperature, clamped to the configured range."""
+        return self.temp.clamp(self.config.temperature_min, self.config.temperature_max)
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> BaseModelOutputWithPooling:
+        """Image tokens in `last_hidden_state`; the projected, L2-normalised embedding in `pooler_output`."""
+        output = self.vision_model(pixel_values)
+        output.pooler_output = F.normalize(self.vision_proj(output.pooler_output), dim=-1)
+        return output
+
+    def get_text_features(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> WVLPTextOutput:
+        """Text-mode hidden states; the projected, L2-normalised embedding in `pooler_output`."""
+        output = self.text_model.encode(input_ids, attention_mask)
+        output.pooler_output = F.normalize(self.text_proj(output.pooler_output), dim=-1)
+        return output
+
+    def itm_logits(
+        self, image_tokens: torch.Tensor, fusion_input: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Match/no-match logits (B, 2) of aligned (image, text) pairs from the fusion [CLS] token."""
+        return self.itm_head(self.text_model.fuse(fusion_input, attention_mask, image_tokens)[:, 0])
+
+    def itm_score(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_tokens: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Probability that each aligned (image, text) pair matches; pass `image_tokens` to reuse computed ones."""
+        if image_tokens is None:
+            if pixel_values is None:
+                raise ValueError("itm_score needs pixel_values or image_tokens")
+            image_tokens = self.vision_model(pixel_values).last_hidden_state
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        text = self.text_model.encode(input_ids, attention_mask)
+        return self.itm_logits(image_tokens, text.fusion_input, attention_mask).float().softmax(-1)[:, 1]
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        category_ids: torch.Tensor | None = None,
+        return_loss: bool | None = None,
+    ) -> WVLPOutput:
+        """Dual-encoder pass; `return_loss` adds the in-batch ITC (category-aware when `category_ids` are given)."""
+        if input_ids is None or pixel_values is None:
+            raise ValueError("WVLPModel.forward needs both input_ids and pixel_values")
+        vision = self.get_image_features(pixel_values)
+        text = self.get_text_features(input_ids, attention_mask)
+        image_embeds, text_embeds = vision.pooler_output, text.pooler_output
+        temperature = self.temperature()
+        logits_per_image = (image_embeds.float() @ text_embeds.float().t()) / temperature
+        loss = None
+        if return_loss:
+            loss = clip_loss(image_embeds, text_embeds, temperature, category_ids)["itc_loss"]
+        return WVLPOutput(
+            loss=loss,
+            logits_per_image=logits_per_image,
+            logits_per_text=logits_per_image.t(),
+            image_embeds=image_embeds,
+            text_embeds=text_embeds,
+            vision_model_output=vision,
+            text_model_output=text,
+        )
+
+
+class WVLPForPreTraining(WVLPPreTrainedModel):
+    """Training state: the student `WVLPModel`, its EMA teacher, feature queues and every pre-training loss.
+
+    Publish the student with `save_published(folder)`; `save_pretrained` here writes the whole training state.
+    """
+
+    def __init__(self, config: WVLPConfig):
+        super().__init__(config)
+        self.wvlp = WVLPModel(config)
+        self.teacher = WVLPModel(config)
+        self.teacher.requires_grad_(False)
+        embed_dim, size = config.embed_dim, config.queue_size
+        self.register_buffer("image_queue", torch.zeros(size, embed_dim))
+        self.register_buffer("text_queue", torch.zeros(size, embed_dim))
+        self.register_buffer("category_queue", torch.full((size,), -1, dtype=torch.long))  # -1: slot not filled yet
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self.post_init()
+        if self.temp_is_materialized():
+            self.copy_student_to_teacher()
+
+    def temp_is_materialized(self) -> bool:
+        """False while from_pretrained builds the model on the meta device (the checkpoint then holds the teacher)."""
+        return not self.wvlp.temp.is_meta
+
+    def train(self, mode: bool = True) -> "WVLPForPreTraining":
+        super().train(mode)
+        self.teacher.eval()  # the teacher gives deterministic targets: no dropout, frozen BatchNorm statistics
+        return self
+
+    @torch.no_grad()
+    def copy_student_to_teacher(self) -> None:
+        """Makes the teacher an exact copy of the student (start of training, or after loading only a student)."""
+        self.teacher.load_state_dict(self.wvlp.state_dict())
+
+    @torch.no_grad()
+    def momentum_update(self, momentum: float | None = None) -> None:
+        """EMA step teacher <- m * teacher + (1 - m) * student; call once per optimiser step."""
+        m = self.config.momentum if momentum is None else momentum
+        for teacher, student in zip(self.teacher.parameters(), self.wvlp.parameters()):
+            teacher.mul_(m).add_(student.detach(), alpha=1 - m)
+        for teacher, student in zip(self.teacher.buffers(), self.wvlp.buffers()):
+            teacher.copy_(student)
+
+    def published_model(self) -> WVLPModel:
+        """The student alone, as a standalone `WVLPModel` (no teacher, no queues)."""
+        model = WVLPModel(copy.deepcopy(self.config))
+        model.load_state_dict(self.wvlp.state_dict())
+        return model
+
+    def save_published(self, save_directory: str, **kwargs) -> None:
+        """Writes the publishable `WVLPModel` (the student) to `save_directory`."""
+        self.published_model().save_pretrained(save_directory, **kwargs)
+
+    @torch.no_grad()
+    def _enqueue(self, image_features: torch.Tensor, text_features: torch.Tensor, category_ids: torch.Tensor) -> None:
+        size = self.config.queue_size
+        if size == 0:
+            return
+        n = min(image_features.shape[0], size)
+        slots = (self.queue_ptr + torch.arange(n, device=self.queue_ptr.device)) % size
+        self.image_queue[slots] = image_features[-n:].to(self.image_queue.dtype)
+        self.text_queue[slots] = text_features[-n:].to(self.text_queue.dtype)
+        self.category_queue[slots] = category_ids[-n:]
+        self.queue_ptr.copy_((self.queue_ptr + n) % size)
+
+    def _weight(self, term: str) -> float:
+        return getattr(self.config, f"{term}_loss_weight")
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        category_ids: torch.Tensor,
+        mlm_input_ids: torch.Tensor | None = None,
+        mlm_labels: torch.Tensor | None = None,
+        pixel_values_aug: torch.Tensor | None = None,
+        knowledge_input_ids: torch.Tensor | None = None,
+        knowledge_attention_mask: torch.Tensor | None = None,
+        knowledge_valid: torch.Tensor | None = None,
+        teacher_targets: torch.Tensor | None = None,
+        alpha: float | None = None,
+    ) -> WVLPPreTrainingOutput:
+        """All pre-training losses of one batch (see DESIGN "Pre-training objective"); terms with weight 0 are skipped.
+
+        knowledge_*: (B, k, L) retrieved corpus sentences per description, `knowledge_valid` (B, k) marks real ones.
+        teacher_targets: (B, B) frozen-teacher soft targets between this batch's descriptions (rows sum to 1).
+        alpha: momentum-distillation weight for this step (the trainer warms it up); defaults to `config.alpha`.
+        """
+        config = self.config
+        alpha = config.alpha if alpha is None else alpha
+        if not config.momentum_distillation:
+            alpha = 0.0
+        batch = pixel_values.shape[0]
+        rank, _ = world_info()
+        temperature = self.wvlp.temperature()
+        weights = {term: self._weight(term) for term in LOSS_TERMS}
+        if knowledge_input_ids is None:
+            weights["knowledge"] = 0.0
+        if pixel_values_aug is None:
+            weights["imc"] = 0.0
+        if mlm_input_ids is None:
+            weights["mlm"] = 0.0
+
+        vision = self.wvlp.get_image_features(pixel_values)
+        text = self.wvlp.get_text_features(input_ids, attention_mask)
+        image_feat, text_feat = vision.pooler_output, text.pooler_output
+
+        with torch.no_grad():
+            teacher_vision = self.teacher.get_image_features(pixel_values)
+            image_feat_m = teacher_vision.pooler_output
+            text_feat_m = self.teacher.get_text_features(input_ids, attention_mask).pooler_output
+            image_feat_m_all = gather_features(image_feat_m)
+            text_feat_m_all = gather_features(text_feat_m)
+            categories_all = gather_features(category_ids)
+            queue_valid = self.category_queue >= 0
+            instance_all = torch.arange(categories_all.shape[0], device=category_ids.device)
+            if config.category_aware_targets:
+                row_keys, col_keys = category_ids, torch.cat([categories_all, self.category_queue])
+            else:  # instance discrimination: only the paired item is a positive
+                row_keys = instance_all[rank * batch : (rank + 1) * batch]
+                col_keys = torch.cat([instance_all, torch.full_like(self.category_queue, -1)])
+            column_valid = torch.cat([torch.ones_like(categories_all, dtype=torch.bool), queue_valid])
+            hard_targets = positive_targets(row_keys, col_keys, column_valid)
+            if teacher_targets is not None and config.frozen_teacher_weight > 0:
+                frozen = torch.zeros_like(hard_targets)
+                frozen[:, rank * batch : (rank + 1) * batch] = teacher_targets.to(frozen.dtype)
+                beta = config.frozen_teacher_weight
+                hard_targets = (1 - beta) * hard_targets + beta * frozen
+
+        terms = {}
+        if weights["itc"] > 0:
+            text_columns = torch.cat([text_feat_m_all, self.text_queue])
+            image_columns = torch.cat([image_feat_m_all, self.image_queue])
+            terms["itc"] = (
+                contrastive_loss(
+                    image_feat, text_columns, hard_targets, temperature, column_valid, image_feat_m, alpha
+                )
+                + contrastive_loss(
+                    text_feat, image_columns, hard_targets, temperature, column_valid, text_feat_m, alpha
+                )
+            ) / 2
+
+        if weights["imc"] > 0:
+            # Intra-modal: an image against the teacher's view of its augmented copy; a text against the teacher's text.
+            with torch.no_grad():
+                image_aug_m = self.teacher.get_image_features(pixel_values_aug).pooler_output
+                image_aug_columns = torch.cat([gather_features(image_aug_m), self.image_queue])
+            text_columns = torch.cat([text_feat_m_all, self.text_queue])
+            terms["imc"] = (
+                contrastive_loss(
+                    image_feat, image_aug_columns, hard_targets, temperature, column_valid, image_aug_m, alpha
+                )
+                + contrastive_loss(
+                    text_feat, text_columns, hard_targets, temperature, column_valid, text_feat_m, alpha
+                )
+            ) / 2
+
+        if weights["knowledge"] > 0:
+            terms["knowledge"] = self._knowledge_loss(
+                image_feat,
+                image_feat_m,
+                image_feat_m_all,
+                category_ids,
+                knowledge_input_ids,
+                knowledge_attention_mask,
+                knowledge_valid,
+                temperature,
+                alpha,
+            )
+
+        itm_logits = None
+        if weights["itm"] > 0:
+            terms["itm"], itm_logits = self._itm_loss(
+                vision.last_hidden_state, text.fusion_input, attention_mask, image_feat, text_feat, category_ids
+            )
+
+        if weights["mlm"] > 0:
+            terms["mlm"] = self._mlm_loss(
+                mlm_input_ids, attention_mask, mlm_labels, vision.last_hidden_state, teacher_vision, alpha
+            )
+
+        if weights["itc"] > 0 or weights["imc"] > 0:
+            with torch.no_grad():
+                self._enqueue(image_feat_m_all, text_feat_m_all, categories_all)
+
+        total = sum(weights[name] * value for name, value in terms.items())
+        return WVLPPreTrainingOutput(
+            loss=total,
+            logits_per_image=(image_feat.float() @ text_feat.float().t()) / temperature,
+            itm_logits=itm_logits,
+            **{f"{name}_loss": value for name, value in terms.items()},
+        )
+
+    def _knowledge_loss(
+        self,
+        image_feat: torch.Tensor,
+        image_feat_m: torch.Tensor,
+        image_feat_m_all: torch.Tensor,
+        category_ids: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        valid: torch.Tensor | None,
+        temperature: torch.Tensor,
+        alpha: float,
+    ) -> torch.Tensor:
+        """Retrieved corpus sentences as extra positives of their description's image (and category), both directions."""
+        batch, k, length = input_ids.shape
+        valid = torch.ones(batch, k, dtype=torch.bool, device=input_ids.device) if valid is None else valid.bool()
+        flat_ids, flat_mask, flat_valid = input_ids.reshape(-1, length), attention_mask.reshape(-1, length), valid.reshape(-1)
+        knowledge_categories = category_ids.repeat_interleave(k)
+        knowledge_feat = self.wvlp.get_text_features(flat_ids, flat_mask).pooler_output
+        with torch.no_grad():
+            knowledge_feat_m = self.teacher.get_text_features(flat_ids, flat_mask).pooler_output
+            knowledge_m_all = gather_features(knowledge_feat_m)
+            knowledge_valid_all = gather_features(flat_valid)
+            knowledge_categories_all = gather_features(knowledge_categories)
+            categories_all = gather_features(category_ids)
+            queue_valid = self.category_queue >= 0
+            image_columns = torch.cat([image_feat_m_all, self.image_queue])
+            image_valid = torch.cat([torch.ones_like(categories_all, dtype=torch.bool), queue_valid])
+            i2k_targets = positive_targets(category_ids, knowledge_categories_all, knowledge_valid_all)
+            k2i_targets = positive_targets(
+                knowledge_categories, torch.cat([categories_all, self.category_queue]), image_valid
+            )
+        image_to_knowledge = contrastive_loss(
+            image_feat, knowledge_m_all, i2k_targets, temperature, knowledge_valid_all, image_feat_m, alpha
+        )
+        knowledge_to_image = contrastive_loss(
+            knowledge_feat, image_columns, k2i_targets, temperature, image_valid, knowledge_feat_m, alpha, flat_valid
+        )
+        return (image_to_knowledge + knowledge_to_image) / 2
+
+    def _itm_loss(
+        self,
+        image_tokens: torch.Tensor,
+        fusion_input: torch.Tensor,
+        attention_mask: torch.Tensor,
+        image_feat: torch.Tensor,
+        text_feat: torch.Tensor,
+        category_ids: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """ITM over positives and hard negatives drawn from the global batch, never from the same category."""
+        rank, _ = world_info()
+        batch = image_tokens.shape[0]
+        local = slice(rank * batch, (rank + 1) * batch)
+        image_tokens_all = gather_features(image_tokens, with_grad=True)
+        fusion_input_all = gather_features(fusion_input, with_grad=True)
+        attention_mask_all = gather_features(attention_mask)
+        with torch.no_grad():
+            image_feat_all = gather_features(image_feat.detach())
+            text_feat_all = gather_features(text_feat.detach())
+            categories_all = gather_features(category_ids)
+            similarity = image_feat_all.float() @ text_feat_all.float().t()
+            negative_text, text_valid = sample_hard_negatives(similarity, categories_all)
+            negative_image, image_valid = sample_hard_negatives(similarity.t(), categories_all)
+        negative_text, text_valid = negative_text[local], text_valid[local]
+        negative_image, image_valid = negative_image[local], image_valid[local]
+
+        pair_images = torch.cat([image_tokens, image_tokens_all[negative_image], image_tokens])
+        pair_texts = torch.cat([fusion_input, fusion_input, fusion_input_all[negative_text]])
+        pair_masks = torch.cat([attention_mask, attention_mask, attention_mask_all[negative_text]])
+        logits = self.wvlp.itm_logits(pair_images, pair_texts, pair_masks)
+        labels = torch.cat([torch.ones(batch), torch.zeros(2 * batch)]).long().to(logits.device)
+        valid = torch.cat([torch.ones_like(image_valid), image_valid, text_valid]).float()
+        return itm_loss(logits, labels, valid), logits
+
+    def _mlm_loss(
+        self,
+        mlm_input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        mlm_labels: torch.Tensor,
+        image_tokens: torch.Tensor,
+        teacher_vision: BaseModelOutputWithPooling,
+        alpha: float,
+    ) -> torch.Tensor:
+        """Image-conditioned masked LM; the head runs only at masked positions; soft targets from the teacher."""
+        masked = mlm_labels != -100
+        hidden = self.wvlp.text_model.fuse(
+            self.wvlp.text_model.encode(mlm_input_ids, attention_mask).fusion_input, attention_mask, image_tokens
+        )
+        logits = self.wvlp.mlm_head(hidden[masked])
+        teacher_logits = None
+        if alpha > 0:
+            with torch.no_grad():
+                teacher_text = self.teacher.text_model
+                teacher_hidden = teacher_text.fuse(
+                    teacher_text.encode(mlm_input_ids, attention_mask).fusion_input,
+                    attention_mask,
+                    teacher_vision.last_hidden_state,
+                )
+                teacher_logits = self.teacher.mlm_head(teacher_hidden[masked])
+        return mlm_loss(logits, mlm_labels[masked], teacher_logits, alpha)
+
+
+__all__ = ["WVLPForPreTraining", "WVLPModel", "WVLPPreTrainedModel", "WVLPOutput", "WVLPPreTrainingOutput"]

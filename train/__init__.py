@@ -1,0 +1,1 @@
+"""train: pre-training entry point, trainer, distillation collator and evaluation."""
