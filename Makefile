@@ -33,7 +33,7 @@ test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -x -p no:cacheprovider $(PYTEST_ARGS)
 
 demo: setup
-	$(PY) -m train.demo
+	$(PY) -m train.cli demo
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -1,9 +1,12 @@
 """wvlp: prompt-based weakly-supervised vision-language pre-training, as a transformers model."""
 
-from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForPreTraining, AutoProcessor
 
 from .configuration_wvlp import WVLPConfig, WVLPEfficientNetLiteConfig, WVLPTextConfig
+from .image_processing_wvlp import WVLPImageProcessor
 from .modeling_wvlp import WVLPForPreTraining, WVLPModel, WVLPOutput, WVLPPreTrainedModel, WVLPPreTrainingOutput
+from .pretrained_assets import build_default_model, build_default_processor, default_config
+from .processing_wvlp import WVLPProcessor, register_processor_auto_classes
 
 
 def register_auto_classes() -> None:
@@ -11,9 +14,13 @@ def register_auto_classes() -> None:
     AutoConfig.register(WVLPConfig.model_type, WVLPConfig, exist_ok=True)
     AutoModel.register(WVLPConfig, WVLPModel, exist_ok=True)
     AutoModelForPreTraining.register(WVLPConfig, WVLPForPreTraining, exist_ok=True)
+    AutoProcessor.register(WVLPConfig, WVLPProcessor, exist_ok=True)
+    # 5.x: the second positional slot is the legacy "slow" class, hence the keyword.
+    AutoImageProcessor.register(WVLPConfig, image_processor_classes={"pil": WVLPImageProcessor}, exist_ok=True)
     WVLPConfig.register_for_auto_class()
     WVLPModel.register_for_auto_class("AutoModel")
     WVLPForPreTraining.register_for_auto_class("AutoModelForPreTraining")
+    register_processor_auto_classes()
 
 
 register_auto_classes()
@@ -21,6 +28,11 @@ register_auto_classes()
 __all__ = [
     "WVLPConfig",
     "WVLPEfficientNetLiteConfig",
+    "WVLPImageProcessor",
+    "WVLPProcessor",
+    "build_default_model",
+    "build_default_processor",
+    "default_config",
     "WVLPTextConfig",
     "WVLPForPreTraining",
     "WVLPModel",

@@ -287,8 +287,11 @@ class WVLPTextTower(nn.Module):
         self.embeddings = WVLPTextEmbeddings(config.text_config)
         self.layers = nn.ModuleList(WVLPTextLayer(config, i) for i in range(config.text_config.num_hidden_layers))
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> WVLPTextOutput:
-        """Text mode. `fusion_input` (the hidden states entering layer `fusion_layer`) lets `fuse` skip the lower layers."""
+    def encode(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, stop_at_fusion: bool = False
+    ) -> WVLPTextOutput:
+        """Text mode. `fusion_input` (the hidden states entering layer `fusion_layer`) lets `fuse` skip the lower layers;
+        `stop_at_fusion` returns only that (no pooled output), for inputs that only feed the fusion encoder."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         hidden_states = self.embeddings(input_ids)
@@ -297,6 +300,8 @@ class WVLPTextTower(nn.Module):
         for i, layer in enumerate(self.layers):
             if i == self.fusion_layer:
                 fusion_input = hidden_states
+                if stop_at_fusion:
+                    return WVLPTextOutput(fusion_input=fusion_input)
             hidden_states = layer(hidden_states, mask)
         if self.pooling == "cls":
             pooled = hidden_states[:, 0]
@@ -375,7 +380,7 @@ class WVLPModel(WVLPPreTrainedModel):
             image_tokens = self.vision_model(pixel_values).last_hidden_state
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        text = self.text_model.encode(input_ids, attention_mask)
+        text = self.text_model.encode(input_ids, attention_mask, stop_at_fusion=True)
         return self.itm_logits(image_tokens, text.fusion_input, attention_mask).float().softmax(-1)[:, 1]
 
     def forward(
@@ -687,7 +692,9 @@ class WVLPForPreTraining(WVLPPreTrainedModel):
         """Image-conditioned masked LM; the head runs only at masked positions; soft targets from the teacher."""
         masked = mlm_labels != -100
         hidden = self.wvlp.text_model.fuse(
-            self.wvlp.text_model.encode(mlm_input_ids, attention_mask).fusion_input, attention_mask, image_tokens
+            self.wvlp.text_model.encode(mlm_input_ids, attention_mask, stop_at_fusion=True).fusion_input,
+            attention_mask,
+            image_tokens,
         )
         logits = self.wvlp.mlm_head(hidden[masked])
         teacher_logits = None
@@ -695,7 +702,7 @@ class WVLPForPreTraining(WVLPPreTrainedModel):
             with torch.no_grad():
                 teacher_text = self.teacher.text_model
                 teacher_hidden = teacher_text.fuse(
-                    teacher_text.encode(mlm_input_ids, attention_mask).fusion_input,
+                    teacher_text.encode(mlm_input_ids, attention_mask, stop_at_fusion=True).fusion_input,
                     attention_mask,
                     teacher_vision.last_hidden_state,
                 )

@@ -1,0 +1,44 @@
+"""The `wvlp` command line."""
+
+import argparse
+
+
+def demo(args: argparse.Namespace) -> None:
+    """Runs what exists of the main job on the embedded default and says what does not exist yet."""
+    import torch
+
+    from dataset_builder.fashion_mnist import CLASS_NAMES, load_fashion_mnist
+    from modeling_wvlp import build_default_model, build_default_processor
+
+    torch.manual_seed(0)
+    images, labels = load_fashion_mnist("test")
+    images, labels = images[: args.batch_size], torch.as_tensor(labels[: args.batch_size].astype("int64"))
+    model = build_default_model(for_pretraining=True)
+    processor = build_default_processor()
+    texts = [f"a photo of a {CLASS_NAMES[i].lower()}" for i in labels]
+    batch = dict(processor(images=list(images), text=texts, max_length=16))
+    batch.pop("token_type_ids", None)
+    out = model(**batch, category_ids=labels)
+    out.loss.backward()
+    students = sum(p.numel() for p in model.wvlp.parameters())
+    print(f"default model: EfficientNet-Lite0 + MiniLM-L6 (packaged weights), {students / 1e6:.1f}M parameters")
+    print("one pre-training step on Fashion-MNIST test images:")
+    for name, value in out.items():
+        if name.endswith("loss"):
+            print(f"  {name:>15}: {value.item():.4f}")
+    print("not yet: describe -> pre-train -> evaluate -> release (the end-to-end main job is still being built)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `wvlp` console script."""
+    parser = argparse.ArgumentParser(prog="wvlp", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo_parser = commands.add_parser("demo", help="the main job on the embedded default")
+    demo_parser.add_argument("--batch-size", type=int, default=8)
+    demo_parser.set_defaults(func=demo)
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
