@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml Makefile
 	@touch $@
 
 test: setup
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -x -p no:cacheprovider $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 demo: setup
 	$(PY) -m train.cli demo

@@ -15,7 +15,7 @@ from PIL import Image
 
 from modeling_wvlp.configuration_wvlp import WVLPConfig
 from modeling_wvlp.image_processing_wvlp import WVLPImageProcessor
-from modeling_wvlp.pretrained_assets import build_default_processor, minilm_path
+from modeling_wvlp.pretrained_assets import DEFAULT_IMAGE_SIZE, build_default_processor, minilm_path
 from modeling_wvlp.processing_wvlp import WVLPProcessor, register_processor_auto_classes
 
 S = 32  # output side used by most tests (small: fast)
@@ -477,4 +477,5 @@ def test_fresh_subprocess_auto_processor_reload(tmp_path):
             assert torch.equal(got[key], expected[key]), (folder.name, key)
     assert results[str(alone)]["pixel_values"].shape == (4, 3, 48, 48)
     assert results[str(alone)]["input_ids"].shape == (4, 12)
-    assert results[str(with_config)]["pixel_values"].shape == (4, 3, 224, 224)
+    size = DEFAULT_IMAGE_SIZE
+    assert results[str(with_config)]["pixel_values"].shape == (4, 3, size, size)
