@@ -220,6 +220,21 @@ class WVLPMLMHead(nn.Module):
         return self.decoder(self.layer_norm(self.activation(self.dense(hidden_states))))
 
 
+class WVLPTemperature(nn.Module):
+    """The learnable softmax temperature, clamped to [temperature_min, temperature_max] when read.
+
+    A module rather than a bare parameter: PEFT's `modules_to_save` can keep a module trainable, not a parameter.
+    """
+
+    def __init__(self, config: WVLPConfig):
+        super().__init__()
+        self.value = nn.Parameter(torch.tensor(config.temperature))
+        self.bounds = (config.temperature_min, config.temperature_max)
+
+    def forward(self) -> torch.Tensor:
+        return self.value.clamp(*self.bounds)
+
+
 class WVLPPreTrainedModel(PreTrainedModel):
     config: WVLPConfig
     base_model_prefix = "wvlp"
@@ -245,8 +260,8 @@ class WVLPPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
-        elif isinstance(module, WVLPModel):
-            init.constant_(module.temp, self.config.temperature)
+        elif isinstance(module, WVLPTemperature):
+            init.constant_(module.value, self.config.temperature)
         else:
             super()._init_weights(module)
 
@@ -331,7 +346,7 @@ class WVLPModel(WVLPPreTrainedModel):
         self.text_model = WVLPTextTower(config)
         self.vision_proj = nn.Linear(config.vision_hidden_size, config.embed_dim)
         self.text_proj = nn.Linear(text_hidden, config.embed_dim)
-        self.temp = nn.Parameter(torch.tensor(config.temperature))
+        self.temp = WVLPTemperature(config)
         self.itm_head = nn.Linear(text_hidden, 2)
         self.mlm_head = WVLPMLMHead(config.text_config)
         self.post_init()
@@ -344,7 +359,7 @@ class WVLPModel(WVLPPreTrainedModel):
 
     def temperature(self) -> torch.Tensor:
         """The learnable temperature, clamped to the configured range."""
-        return self.temp.clamp(self.config.temperature_min, self.config.temperature_max)
+        return self.temp()
 
     def get_image_features(self, pixel_values: torch.Tensor) -> BaseModelOutputWithPooling:
         """Image tokens in `last_hidden_state`; the projected, L2-normalised embedding in `pooler_output`."""
@@ -435,7 +450,7 @@ class WVLPForPreTraining(WVLPPreTrainedModel):
 
     def temp_is_materialized(self) -> bool:
         """False while from_pretrained builds the model on the meta device (the checkpoint then holds the teacher)."""
-        return not self.wvlp.temp.is_meta
+        return not self.wvlp.temp.value.is_meta
 
     def train(self, mode: bool = True) -> "WVLPForPreTraining":
         super().train(mode)
@@ -448,19 +463,48 @@ class WVLPForPreTraining(WVLPPreTrainedModel):
         self.teacher.load_state_dict(self.wvlp.state_dict())
 
     @torch.no_grad()
+    def student_state(self) -> dict[str, torch.Tensor]:
+        """The student's effective weights under plain `WVLPModel` names, also when PEFT adapters are injected.
+
+        A LoRA layer contributes base weight + its active adapters' delta; a `modules_to_save` copy stands for its
+        module. So the teacher and the published model follow what the student actually computes.
+        """
+        state = {}
+        for name, module in self.wvlp.named_modules():
+            if hasattr(module, "base_layer") and hasattr(module, "get_delta_weight"):
+                delta = sum(module.get_delta_weight(a) for a in module.active_adapters if a in module.lora_A.keys())
+                state[f"{name}.weight"] = module.base_layer.weight + delta
+                if getattr(module.base_layer, "bias", None) is not None:
+                    state[f"{name}.bias"] = module.base_layer.bias
+        for name, tensor in self.wvlp.state_dict(keep_vars=True).items():
+            if "lora_" in name or ".original_module." in name or ".base_layer." in name:
+                continue
+            state.setdefault(name.replace(".modules_to_save.default.", "."), tensor)
+        return state
+
+    @torch.no_grad()
     def momentum_update(self, momentum: float | None = None) -> None:
         """EMA step teacher <- m * teacher + (1 - m) * student; call once per optimiser step."""
         m = self.config.momentum if momentum is None else momentum
-        for teacher, student in zip(self.teacher.parameters(), self.wvlp.parameters()):
-            teacher.mul_(m).add_(student.detach(), alpha=1 - m)
-        for teacher, student in zip(self.teacher.buffers(), self.wvlp.buffers()):
-            teacher.copy_(student)
+        student = self.student_state()
+        for name, teacher in self.teacher.named_parameters():
+            teacher.mul_(m).add_(student[name].detach(), alpha=1 - m)
+        for name, teacher in self.teacher.named_buffers():  # BatchNorm statistics are copied
+            teacher.copy_(student[name])
 
     def published_model(self) -> WVLPModel:
-        """The student alone, as a standalone `WVLPModel` (no teacher, no queues)."""
+        """The student alone, as a standalone `WVLPModel` (no teacher, no queues, adapters merged)."""
         model = WVLPModel(copy.deepcopy(self.config))
-        model.load_state_dict(self.wvlp.state_dict())
+        model.load_state_dict({k: v.detach() for k, v in self.student_state().items()})
         return model
+
+    @classmethod
+    def from_published(cls, model: WVLPModel) -> "WVLPForPreTraining":
+        """Training state around a published `WVLPModel`: it becomes the student, and the teacher starts as its copy."""
+        pretraining = cls(copy.deepcopy(model.config))
+        pretraining.wvlp.load_state_dict(model.state_dict())
+        pretraining.copy_student_to_teacher()
+        return pretraining
 
     def save_published(self, save_directory: str, **kwargs) -> None:
         """Writes the publishable `WVLPModel` (the student) to `save_directory`."""

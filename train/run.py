@@ -1,0 +1,207 @@
+"""Pre-train WVLP on a corpus written by `wvlp describe`.
+
+    python train/run.py --config train/configs/tiny.yaml --set data.path=out/corpus
+    accelerate launch train/run.py --config train/configs/fashion-mnist.yaml
+    accelerate launch --config_file train/configs/accelerate_ddp.yaml train/run.py --config train/configs/paper.yaml
+    torchrun --nproc_per_node 2 train/run.py --config train/configs/tiny.yaml
+
+The run folder gets checkpoints (student + EMA teacher + queues, resumable with `--resume`), the published model
+with its processor in `model/`, `metrics.json` and one loss-curve PNG per loss term in `plots/`.
+"""
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python train/run.py` and `accelerate launch train/run.py` run this as a script
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import datasets
+import numpy as np
+from transformers import AutoModel, AutoTokenizer, set_seed
+
+from modeling_wvlp import (
+    WVLPConfig,
+    WVLPForPreTraining,
+    WVLPImageProcessor,
+    WVLPModel,
+    WVLPProcessor,
+    build_default_model,
+    build_default_processor,
+)
+from modeling_wvlp.convert_minilm import load_bert_folder, text_config_from_bert
+from train.callbacks import CollatorEpochCallback, MomentumUpdateCallback, ZeroShotCallback
+from train.collator import AugmentConfig, DescriptionPool, DistillationCollator
+from train.config import DataArgs, ModelArgs, RunConfig, load_config
+from train.lora import apply_lora, merged_student
+from train.plots import plot_loss_curves
+from train.trainer import WVLPTrainer
+from train.zero_shot import zero_shot_accuracy
+
+IMAGE_COLUMNS = {"image", "label", "image_id"}
+TINY_TEXT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                 max_position_embeddings=128)
+
+
+def build_model_and_processor(args: ModelArgs) -> tuple[WVLPForPreTraining, WVLPProcessor]:
+    """The model to pre-train and its processor, as chosen by `model.init`."""
+    overrides = dict(args.config)
+    if args.init == "default":
+        return (build_default_model(args.image_size, for_pretraining=True, **overrides),
+                build_default_processor(args.image_size))
+    if args.init == "tiny":
+        processor = build_default_processor(args.image_size)
+        text = {**TINY_TEXT, "vocab_size": len(processor.tokenizer), **overrides.pop("text_config", {})}
+        config = WVLPConfig(vision_config=dict(variant="lite0", image_size=args.image_size), text_config=text,
+                            fusion_layer=1, embed_dim=32, **{"queue_size": 256, **overrides})
+        return WVLPForPreTraining(config), processor
+    if args.init == "pretrained":
+        if not args.path or not Path(args.path).is_dir():
+            raise FileNotFoundError(f"model.path={args.path!r} is not a folder with a saved WVLP model")
+        config = WVLPConfig.from_pretrained(args.path, **overrides)
+        architectures = config.architectures or []
+        if "WVLPForPreTraining" in architectures:
+            model = WVLPForPreTraining.from_pretrained(args.path, config=config)
+        else:
+            model = WVLPForPreTraining.from_published(WVLPModel.from_pretrained(args.path, config=config))
+        return model, WVLPProcessor.from_pretrained(args.path)
+    if args.init == "paper":
+        for name in ("vision_checkpoint", "text_checkpoint"):
+            if not getattr(args, name) or not Path(getattr(args, name)).is_dir():
+                raise FileNotFoundError(f"model.{name}={getattr(args, name)!r}: init=paper needs a local checkpoint folder")
+        vision = AutoModel.from_pretrained(args.vision_checkpoint)
+        bert_config = json.loads((Path(args.text_checkpoint) / "config.json").read_text())
+        config = WVLPConfig(vision_config=vision.config, text_config=text_config_from_bert(bert_config, pooling="cls"),
+                            **overrides)
+        model = WVLPForPreTraining(config)
+        model.wvlp.vision_model.backbone.load_state_dict(vision.state_dict(), strict=False)
+        model.wvlp.text_model.load_state_dict(load_bert_folder(args.text_checkpoint), strict=False)
+        model.copy_student_to_teacher()
+        image_size = getattr(vision.config, "image_size", args.image_size)
+        processor = WVLPProcessor(WVLPImageProcessor(size=image_size), AutoTokenizer.from_pretrained(args.text_checkpoint))
+        return model, processor
+    raise ValueError(f"model.init={args.init!r}: expected default, tiny, pretrained or paper")
+
+
+def load_corpus(args: DataArgs) -> tuple[datasets.DatasetDict, datasets.DatasetDict]:
+    """The `images` and `descriptions` configs of the corpus folder, with their columns checked."""
+    if not args.path or not Path(args.path).is_dir():
+        raise FileNotFoundError(f"data.path={args.path!r} is not a corpus folder (write one with `wvlp describe`)")
+    images = datasets.load_dataset(args.path, "images")
+    descriptions = datasets.load_dataset(args.path, "descriptions")
+    for split in (args.train_split, args.eval_split):
+        if split not in images:
+            raise ValueError(f"{args.path}: the images config has no split {split!r} (it has {list(images)})")
+        missing = IMAGE_COLUMNS - set(images[split].column_names)
+        if missing:
+            raise ValueError(f"{args.path}: images/{split} lacks the columns {sorted(missing)}")
+    return images, descriptions
+
+
+def holdout_labels(names: list[str], holdout: list[int | str]) -> set[int]:
+    """Label ids of the held-out classes, given by id or by name."""
+    labels = set()
+    for item in holdout:
+        if isinstance(item, int):
+            if not 0 <= item < len(names):
+                raise ValueError(f"data.holdout_classes: label {item} is outside 0..{len(names) - 1}")
+            labels.add(item)
+        elif item in names:
+            labels.add(names.index(item))
+        else:
+            raise ValueError(f"data.holdout_classes: {item!r} is not a class name ({names})")
+    return labels
+
+
+def config_hash(config: RunConfig) -> str:
+    """A short hash of the whole run configuration, stored with the metrics."""
+    text = json.dumps({"model": vars(config.model), "data": vars(config.data), "run": vars(config.run),
+                       "lora": vars(config.lora), "training": config.training.to_dict()}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def train(config: RunConfig, resume: str | bool | None = None) -> dict:
+    """Runs one pre-training job; returns the metrics it also writes to `metrics.json`."""
+    args = config.training
+    set_seed(args.seed)
+    images, descriptions = load_corpus(config.data)
+    model, processor = build_model_and_processor(config.model)
+    if len(processor.tokenizer) > model.config.text_config.vocab_size:
+        raise ValueError(f"the tokenizer has {len(processor.tokenizer)} tokens but the text tower's vocabulary only "
+                         f"{model.config.text_config.vocab_size}: they do not belong together")
+    names = images[config.data.train_split].features["label"].names
+    held_out = holdout_labels(names, config.data.holdout_classes)
+    train_images = images[config.data.train_split]
+    if held_out:
+        train_images = train_images.filter(lambda label: label not in held_out, input_columns="label")
+    if config.data.max_train_samples:
+        train_images = train_images.select(range(min(config.data.max_train_samples, len(train_images))))
+    pool_rows = descriptions["train"].filter(lambda label: label not in held_out, input_columns="label")
+    pool = DescriptionPool.from_dataset(pool_rows)
+    pool.check_covers(set(train_images.unique("label")), dict(enumerate(names)))
+
+    model_config = model.config
+    collator = DistillationCollator(
+        processor, pool, seed=args.seed, max_length=config.data.max_length,
+        knowledge_max_length=config.data.knowledge_max_length, num_knowledge=config.data.num_knowledge,
+        mlm_probability=config.data.mlm_probability, augment=AugmentConfig(**config.data.augment),
+        augmented_view=model_config.imc_loss_weight > 0,
+        teacher_temperature=config.data.teacher_temperature if model_config.frozen_teacher_weight > 0 else None,
+    )
+    if config.lora.enabled:
+        model = apply_lora(model, config.lora)
+
+    eval_split = images[config.data.eval_split]
+    if config.data.max_eval_samples:
+        eval_split = eval_split.select(range(min(config.data.max_eval_samples, len(eval_split))))
+    eval_images, eval_labels = list(eval_split["image"]), np.asarray(eval_split["label"])
+    templates = config.run.zero_shot_templates
+
+    def evaluate(student: WVLPModel) -> dict[str, float]:
+        metrics = zero_shot_accuracy(student, processor, eval_images, eval_labels, names, templates)
+        if held_out:
+            unseen = np.isin(eval_labels, sorted(held_out))
+            for subset, mask in (("seen", ~unseen), ("unseen", unseen)):
+                if mask.any():
+                    sub = zero_shot_accuracy(student, processor, [eval_images[i] for i in np.flatnonzero(mask)],
+                                             eval_labels[mask], names, templates)
+                    metrics.update({f"{subset}_{k}": v for k, v in sub.items()})
+        return {f"zero_shot_{k}": v for k, v in metrics.items()}
+
+    trainer = WVLPTrainer(
+        model=model, args=args, train_dataset=train_images, data_collator=collator,
+        callbacks=[MomentumUpdateCallback(), CollatorEpochCallback(collator),
+                   ZeroShotCallback(evaluate, config.run.zero_shot_every)],
+        alpha_warmup_steps=config.run.alpha_warmup_steps,
+    )
+    before = evaluate(merged_student(model).eval()) if trainer.is_world_process_zero() else {}
+    result = trainer.train(resume_from_checkpoint=resume)
+    metrics = {"config": config.source, "config_hash": config_hash(config), "train": result.metrics}
+    if trainer.is_world_process_zero():
+        out = Path(args.output_dir)
+        published = merged_student(trainer.model)
+        metrics["zero_shot_before"], metrics["zero_shot_after"] = before, evaluate(published.eval())
+        published.save_pretrained(out / "model")
+        processor.save_pretrained(out / "model")
+        trainer.save_state()
+        metrics["plots"] = [str(p) for p in plot_loss_curves(trainer.state.log_history, out / "plots")]
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML file (see train/configs/)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set training.max_steps=30 (repeatable)")
+    parser.add_argument("--resume", nargs="?", const=True, default=None,
+                        help="resume from the last checkpoint in output_dir, or from the given checkpoint folder")
+    args = parser.parse_args(argv)
+    return train(load_config(args.config, args.set), resume=args.resume)
+
+
+if __name__ == "__main__":
+    main()

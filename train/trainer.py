@@ -1,0 +1,99 @@
+"""`WVLPTrainer`: the HF Trainer with named loss terms, alpha warm-up, NaN guard and crash-safe checkpoints."""
+
+import os
+import shutil
+from collections import defaultdict
+
+import torch
+from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+from modeling_wvlp import WVLPForPreTraining
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/inf loss; the last good checkpoint is left untouched."""
+
+
+class WVLPTrainer(Trainer):
+    """Trains `WVLPForPreTraining`; the EMA teacher update is done by `MomentumUpdateCallback` after each optimiser step."""
+
+    # Every WVLP loss is a per-batch mean, so the Trainer scales it for gradient accumulation itself.
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args, alpha_warmup_steps: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.alpha_warmup_steps = alpha_warmup_steps
+        self._term_sums: dict[str, float] = defaultdict(float)
+        self._term_counts = 0
+
+    def current_alpha(self) -> float:
+        """Momentum-distillation weight: linear warm-up to `config.alpha` over `alpha_warmup_steps` optimiser steps."""
+        alpha = self.accelerator.unwrap_model(self.model).config.alpha
+        if self.alpha_warmup_steps <= 0:
+            return alpha
+        return alpha * min(1.0, self.state.global_step / self.alpha_warmup_steps)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Runs the model with the current alpha, records each named term, refuses non-finite losses."""
+        outputs = model(**inputs, alpha=self.current_alpha())
+        loss = outputs.loss
+        if not torch.isfinite(loss.detach()).all():
+            terms = {k: float(v) for k, v in outputs.items() if k.endswith("_loss")}
+            raise NonFiniteLossError(
+                f"non-finite loss at step {self.state.global_step}: {terms}; the last checkpoint in "
+                f"{self.args.output_dir} is the last good state (lower the learning rate or check the data)"
+            )
+        if model.training:
+            for name, value in outputs.items():
+                if name.endswith("_loss") and name != "loss":
+                    self._term_sums[name] += float(value.detach())
+            self._term_counts += 1
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Adds the mean of every named loss term since the last log."""
+        if self._term_counts and "loss" in logs:
+            for name, total in self._term_sums.items():
+                logs[name] = round(total / self._term_counts, 4)
+            logs["alpha"] = round(self.current_alpha(), 4)
+            self._term_sums.clear()
+            self._term_counts = 0
+        super().log(logs, start_time)
+
+    def _get_output_dir(self, trial) -> str:
+        return getattr(self, "_staging_dir", None) or super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Writes the checkpoint aside and renames it into place, so a crash or full disk never corrupts the last one."""
+        run_dir = super()._get_output_dir(trial)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        self._staging_dir = os.path.join(run_dir, ".staging")
+        try:
+            shutil.rmtree(self._staging_dir, ignore_errors=True)
+            super()._save_checkpoint(model, trial)
+            if self.args.should_save:
+                final = os.path.join(run_dir, name)
+                shutil.rmtree(final, ignore_errors=True)
+                os.replace(os.path.join(self._staging_dir, name), final)
+        finally:
+            if self.args.should_save:
+                shutil.rmtree(self._staging_dir, ignore_errors=True)
+            self._staging_dir = None
+        if self.args.should_save:
+            rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit, use_mtime=False)
+
+
+def unwrap_pretraining_model(model: torch.nn.Module) -> WVLPForPreTraining:
+    """The `WVLPForPreTraining` inside DDP/FSDP/PEFT wrappers."""
+    while not isinstance(model, WVLPForPreTraining):
+        if hasattr(model, "module"):
+            model = model.module
+        elif hasattr(model, "get_base_model"):
+            model = model.get_base_model()
+        elif hasattr(model, "base_model") and hasattr(model.base_model, "model"):
+            model = model.base_model.model
+        else:
+            raise TypeError(f"no WVLPForPreTraining inside {type(model).__name__}")
+    return model
+
