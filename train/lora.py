@@ -32,7 +32,14 @@ def lora_target_pattern(model: WVLPForPreTraining, towers: list[str]) -> str:
 
 
 def apply_lora(model: WVLPForPreTraining, args: LoraArgs) -> torch.nn.Module:
-    """Injects LoRA adapters into the student; everything else but `FULLY_TRAINED` is frozen."""
+    """Injects LoRA adapters into the student; everything else but `FULLY_TRAINED` is frozen.
+
+    BatchNorm running statistics are frozen too (momentum 0): an adapter holds no buffers, so only then does
+    base + adapter reproduce the trained model.
+    """
+    for module in model.wvlp.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = 0.0
     config = LoraConfig(
         r=args.r,
         lora_alpha=args.alpha,

@@ -10,6 +10,7 @@ with its processor in `model/`, `metrics.json` and one loss-curve PNG per loss t
 """
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import sys
@@ -20,6 +21,7 @@ if __package__ in (None, ""):  # `python train/run.py` and `accelerate launch tr
 
 import datasets
 import numpy as np
+import torch
 from transformers import AutoModel, AutoTokenizer, set_seed
 
 from modeling_wvlp import (
@@ -42,20 +44,27 @@ from train.zero_shot import zero_shot_accuracy
 
 IMAGE_COLUMNS = {"image", "label", "image_id"}
 TINY_TEXT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                 max_position_embeddings=128)
+                 max_position_embeddings=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
+def config_overrides(values: dict) -> dict:
+    """`model.config` values as WVLPConfig fields: YAML's `0` is an int, and the strict config wants `0.0` for floats."""
+    fields = {f.name: f.type for f in dataclasses.fields(WVLPConfig)}
+    return {k: float(v) if fields.get(k) is float and isinstance(v, int) and not isinstance(v, bool) else v
+            for k, v in values.items()}
 
 
 def build_model_and_processor(args: ModelArgs) -> tuple[WVLPForPreTraining, WVLPProcessor]:
     """The model to pre-train and its processor, as chosen by `model.init`."""
-    overrides = dict(args.config)
+    overrides = config_overrides(args.config)
     if args.init == "default":
         return (build_default_model(args.image_size, for_pretraining=True, **overrides),
                 build_default_processor(args.image_size))
     if args.init == "tiny":
         processor = build_default_processor(args.image_size)
         text = {**TINY_TEXT, "vocab_size": len(processor.tokenizer), **overrides.pop("text_config", {})}
-        config = WVLPConfig(vision_config=dict(variant="lite0", image_size=args.image_size), text_config=text,
-                            fusion_layer=1, embed_dim=32, **{"queue_size": 256, **overrides})
+        vision = overrides.pop("vision_config", dict(variant="lite0", image_size=args.image_size))
+        config = WVLPConfig(vision_config=vision, text_config=text, **{"fusion_layer": 1, "embed_dim": 32, **overrides})
         return WVLPForPreTraining(config), processor
     if args.init == "pretrained":
         if not args.path or not Path(args.path).is_dir():
@@ -125,6 +134,8 @@ def config_hash(config: RunConfig) -> str:
 def train(config: RunConfig, resume: str | bool | None = None) -> dict:
     """Runs one pre-training job; returns the metrics it also writes to `metrics.json`."""
     args = config.training
+    # Tiny activations of a freshly initialised conv tower can turn denormal, which is very slow on CPU.
+    torch.set_flush_denormal(True)
     set_seed(args.seed)
     images, descriptions = load_corpus(config.data)
     model, processor = build_model_and_processor(config.model)
