@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.corpus import write_tiny_corpus
+from dataset_builder.template_corpus import write_template_corpus
 from train.config import load_config
 from train.run import main
 
@@ -25,7 +25,7 @@ VIT = ("model.config.vision_config={model_type: vit, hidden_size: 32, num_hidden
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    return write_tiny_corpus(tmp_path_factory.mktemp("corpus") / "corpus")
+    return write_template_corpus(tmp_path_factory.mktemp("corpus") / "corpus")
 
 
 def run_args(corpus: Path, out: Path, *extra: str) -> list[str]:

@@ -29,10 +29,36 @@ def demo(args: argparse.Namespace) -> None:
     print("not yet: describe -> pre-train -> evaluate -> release (the end-to-end main job is still being built)")
 
 
+def describe(args: argparse.Namespace) -> None:
+    """Labels -> LLM descriptions -> cleaned, knowledge-augmented `datasets` corpus."""
+    from dataset_builder.pipeline import load_describe_config, run_describe
+
+    overrides = {"output": args.output} if args.output else {}
+    folder = run_describe(load_describe_config(args.config, overrides))
+    print(f"corpus written to {folder} (load it with datasets.load_dataset({str(folder)!r}, 'descriptions'))")
+
+
+def pretrain(args: argparse.Namespace) -> None:
+    """Same as `python train/run.py`."""
+    from train.run import main as run_main
+
+    run_main(["--config", args.config, *[item for s in args.set for item in ("--set", s)]]
+             + (["--resume"] if args.resume else []))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `wvlp` console script."""
     parser = argparse.ArgumentParser(prog="wvlp", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    describe_parser = commands.add_parser("describe", help="write the description corpus of a labelled image source")
+    describe_parser.add_argument("--config", help="YAML (see dataset_builder/configs/)")
+    describe_parser.add_argument("--output", help="corpus folder (overrides the config)")
+    describe_parser.set_defaults(func=describe)
+    train_parser = commands.add_parser("train", help="pre-train (accelerate launch train/run.py for several GPUs)")
+    train_parser.add_argument("--config", required=True)
+    train_parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    train_parser.add_argument("--resume", action="store_true")
+    train_parser.set_defaults(func=pretrain)
     demo_parser = commands.add_parser("demo", help="the main job on the embedded default")
     demo_parser.add_argument("--batch-size", type=int, default=8)
     demo_parser.set_defaults(func=demo)

@@ -1,15 +1,15 @@
-"""A small real corpus for training tests: Fashion-MNIST images and descriptions built from WordNet glosses.
+"""A corpus whose descriptions are label templates and WordNet glosses instead of LLM output.
 
-The descriptions are not LLM output (tests must not wait for an LLM), but they have the corpus's exact layout, so
-the trainer reads them through the same `load_dataset` path as a `wvlp describe` corpus.
+It has the exact layout of a `wvlp describe` corpus, so it serves as the "label templates only" baseline of the study
+and as the quick real corpus of tests and benchmarks (which must not wait for an LLM).
 """
 
 from pathlib import Path
 
 import numpy as np
 
-from dataset_builder.dataset import write_corpus
-from dataset_builder.sources import FashionMNISTSource
+from .dataset import write_corpus
+from .sources import FashionMNISTSource
 
 PATTERNS = (
     "a photo of a {name}",
@@ -21,8 +21,8 @@ PATTERNS = (
 )
 
 
-def write_tiny_corpus(folder: Path, images_per_split: int = 96) -> Path:
-    """Writes the corpus into `folder` (36 descriptions x 10 classes are cheap; images are capped per split)."""
+def write_template_corpus(folder: Path, images_per_split: int | None = 96) -> Path:
+    """Writes a Fashion-MNIST template corpus into `folder` (6 descriptions per class; images capped per split)."""
     from sentence_transformers import SentenceTransformer
 
     from modeling_wvlp.pretrained_assets import minilm_path
