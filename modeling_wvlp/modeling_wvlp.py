@@ -587,33 +587,27 @@ class WVLPForPreTraining(WVLPPreTrainedModel):
                 beta = config.frozen_teacher_weight
                 hard_targets = (1 - beta) * hard_targets + beta * frozen
 
+        text_columns = torch.cat([text_feat_m_all, self.text_queue])
+        image_columns = torch.cat([image_feat_m_all, self.image_queue])
+
+        def both_directions(rows_a, columns_a, teacher_a, rows_b, columns_b, teacher_b) -> torch.Tensor:
+            return (
+                contrastive_loss(rows_a, columns_a, hard_targets, temperature, column_valid, teacher_a, alpha)
+                + contrastive_loss(rows_b, columns_b, hard_targets, temperature, column_valid, teacher_b, alpha)
+            ) / 2
+
         terms = {}
         if weights["itc"] > 0:
-            text_columns = torch.cat([text_feat_m_all, self.text_queue])
-            image_columns = torch.cat([image_feat_m_all, self.image_queue])
-            terms["itc"] = (
-                contrastive_loss(
-                    image_feat, text_columns, hard_targets, temperature, column_valid, image_feat_m, alpha
-                )
-                + contrastive_loss(
-                    text_feat, image_columns, hard_targets, temperature, column_valid, text_feat_m, alpha
-                )
-            ) / 2
+            terms["itc"] = both_directions(image_feat, text_columns, image_feat_m, text_feat, image_columns, text_feat_m)
 
         if weights["imc"] > 0:
             # Intra-modal: an image against the teacher's view of its augmented copy; a text against the teacher's text.
             with torch.no_grad():
                 image_aug_m = self.teacher.get_image_features(pixel_values_aug).pooler_output
                 image_aug_columns = torch.cat([gather_features(image_aug_m), self.image_queue])
-            text_columns = torch.cat([text_feat_m_all, self.text_queue])
-            terms["imc"] = (
-                contrastive_loss(
-                    image_feat, image_aug_columns, hard_targets, temperature, column_valid, image_aug_m, alpha
-                )
-                + contrastive_loss(
-                    text_feat, text_columns, hard_targets, temperature, column_valid, text_feat_m, alpha
-                )
-            ) / 2
+            terms["imc"] = both_directions(
+                image_feat, image_aug_columns, image_aug_m, text_feat, text_columns, text_feat_m
+            )
 
         if weights["knowledge"] > 0:
             terms["knowledge"] = self._knowledge_loss(
