@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--knowledge", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10)
     args = parser.parse_args()
+    torch.set_flush_denormal(True)  # as train/run.py: denormal activations make CPU steps erratically slow
     torch.manual_seed(0)
     config = WVLPConfig(vision_config=dict(image_size=args.image_size))
     model = WVLPForPreTraining(config).train()
