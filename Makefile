@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip --disable-pip-version-check -q
 STAMP := $(VENV)/.wvlp-installed
-DEB_PACKAGES := dataset-fashion-mnist wordnet-base wordnet-sense-index
+DEB_PACKAGES := dataset-fashion-mnist wordnet-base wordnet-sense-index chromium chromium-driver
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
