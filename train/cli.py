@@ -46,6 +46,13 @@ def pretrain(args: argparse.Namespace) -> None:
              + (["--resume"] if args.resume else []))
 
 
+def publish(args: argparse.Namespace) -> None:
+    """Stage, validate and upload the model, dataset and Space repos of a release (see train/publish.py)."""
+    from train.publish import run_from_args
+
+    run_from_args(args)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `wvlp` console script."""
     parser = argparse.ArgumentParser(prog="wvlp", description=__doc__)
@@ -62,6 +69,11 @@ def main(argv: list[str] | None = None) -> None:
     demo_parser = commands.add_parser("demo", help="the main job on the embedded default")
     demo_parser.add_argument("--batch-size", type=int, default=8)
     demo_parser.set_defaults(func=demo)
+    publish_parser = commands.add_parser("publish", help="release the model, dataset and Space on the Hub")
+    from train.publish import add_arguments as add_publish_arguments
+
+    add_publish_arguments(publish_parser)
+    publish_parser.set_defaults(func=publish)
     args = parser.parse_args(argv)
     args.func(args)
 
