@@ -2,8 +2,10 @@
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForPreTraining, AutoProcessor
 
+from .configuration_pformer import PFormerConfig
 from .configuration_wvlp import WVLPConfig, WVLPEfficientNetLiteConfig, WVLPTextConfig
 from .image_processing_wvlp import WVLPImageProcessor
+from .modeling_pformer import PFormerModel, PFormerOutput
 from .modeling_wvlp import WVLPForPreTraining, WVLPModel, WVLPOutput, WVLPPreTrainedModel, WVLPPreTrainingOutput
 from .pretrained_assets import build_default_model, build_default_processor, default_config
 from .processing_wvlp import WVLPProcessor, register_processor_auto_classes
@@ -21,11 +23,18 @@ def register_auto_classes() -> None:
     WVLPModel.register_for_auto_class("AutoModel")
     WVLPForPreTraining.register_for_auto_class("AutoModelForPreTraining")
     register_processor_auto_classes()
+    AutoConfig.register(PFormerConfig.model_type, PFormerConfig, exist_ok=True)
+    AutoModel.register(PFormerConfig, PFormerModel, exist_ok=True)
+    PFormerConfig.register_for_auto_class()
+    PFormerModel.register_for_auto_class("AutoModel")
 
 
 register_auto_classes()
 
 __all__ = [
+    "PFormerConfig",
+    "PFormerModel",
+    "PFormerOutput",
     "WVLPConfig",
     "WVLPEfficientNetLiteConfig",
     "WVLPImageProcessor",

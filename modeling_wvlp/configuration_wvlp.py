@@ -129,6 +129,15 @@ class WVLPConfig(PreTrainedConfig):
     frozen_teacher_weight: float = 0.0
     initializer_range: float = 0.02
     tie_word_embeddings: bool = True
+    # Image-to-prompt bridge (P-Former stage 2): learnable queries -> K soft prompts for a frozen causal LM.
+    # Off by default; the frozen LM (and P-Former) are attached at training time, never saved with the model.
+    prompt_bridge: bool = False
+    bridge_num_prompts: int = 32
+    bridge_num_layers: int = 2
+    bridge_prompt_dim: int = 576  # the frozen LM's hidden size (SmolLM2-135M: 576)
+    language_model_path: str | None = None  # where generate_description loads the LM from when none is passed
+    generation_loss_weight: float = 0.0
+    pformer_alignment_loss_weight: float = 0.0
 
     def __post_init__(self, **kwargs):
         self.vision_config = _resolve_vision_config(self.vision_config)
@@ -155,9 +164,17 @@ class WVLPConfig(PreTrainedConfig):
             raise ValueError(f"frozen_teacher_weight={self.frozen_teacher_weight} must be in [0, 1]")
         if self.queue_size < 0:
             raise ValueError(f"queue_size={self.queue_size} must be >= 0")
-        for name in ("itc", "itm", "mlm", "imc", "knowledge"):
+        for name in ("itc", "itm", "mlm", "imc", "knowledge", "generation", "pformer_alignment"):
             if getattr(self, f"{name}_loss_weight") < 0:
                 raise ValueError(f"{name}_loss_weight must be >= 0")
+        for name in ("bridge_num_prompts", "bridge_num_layers", "bridge_prompt_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if not self.prompt_bridge and (self.generation_loss_weight > 0 or self.pformer_alignment_loss_weight > 0):
+            raise ValueError(
+                "generation_loss_weight / pformer_alignment_loss_weight > 0 need the image-to-prompt bridge: "
+                "set prompt_bridge=True"
+            )
         super().__post_init__(**kwargs)
 
     @property

@@ -30,6 +30,14 @@ from .losses import (
     world_info,
 )
 from .configuration_wvlp import WVLPConfig, WVLPEfficientNetLiteConfig, WVLPTextConfig
+from .modeling_bridge import (
+    WVLPPromptBridge,
+    freeze_language_model,
+    generate_from_prompts,
+    load_language_model,
+    load_lm_tokenizer,
+    prompt_lm_loss,
+)
 from .modeling_efficientnet_lite import WVLPEfficientNetLiteModel, init_efficientnet_weights
 
 
@@ -68,11 +76,13 @@ class WVLPPreTrainingOutput(ModelOutput):
     mlm_loss: torch.FloatTensor | None = None
     imc_loss: torch.FloatTensor | None = None
     knowledge_loss: torch.FloatTensor | None = None
+    generation_loss: torch.FloatTensor | None = None
+    pformer_alignment_loss: torch.FloatTensor | None = None
     logits_per_image: torch.FloatTensor | None = None
     itm_logits: torch.FloatTensor | None = None
 
 
-LOSS_TERMS = ("itc", "itm", "mlm", "imc", "knowledge")
+LOSS_TERMS = ("itc", "itm", "mlm", "imc", "knowledge", "generation", "pformer_alignment")
 
 
 def eager_attention_forward(
@@ -349,6 +359,9 @@ class WVLPModel(WVLPPreTrainedModel):
         self.temp = WVLPTemperature(config)
         self.itm_head = nn.Linear(text_hidden, 2)
         self.mlm_head = WVLPMLMHead(config.text_config)
+        # Image -> soft prompts for a frozen LM (P-Former stage 2); absent unless config.prompt_bridge.
+        self.prompt_bridge = WVLPPromptBridge(config) if config.prompt_bridge else None
+        self._language_model = None
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -374,6 +387,69 @@ class WVLPModel(WVLPPreTrainedModel):
         output = self.text_model.encode(input_ids, attention_mask)
         output.pooler_output = F.normalize(self.text_proj(output.pooler_output), dim=-1)
         return output
+
+    def get_image_prompts(self, pixel_values: torch.Tensor | None = None, image_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, K, bridge_prompt_dim) soft prompts of the images for the frozen LM (needs `config.prompt_bridge`)."""
+        if self.prompt_bridge is None:
+            raise ValueError("this model has no image-to-prompt bridge: build it with config.prompt_bridge=True")
+        if image_tokens is None:
+            if pixel_values is None:
+                raise ValueError("get_image_prompts needs pixel_values or image_tokens")
+            image_tokens = self.vision_model(pixel_values).last_hidden_state
+        return self.prompt_bridge(image_tokens)
+
+    def attach_language_model(self, language_model: nn.Module, tokenizer=None) -> "WVLPModel":
+        """Attaches the frozen LM (and its tokenizer) by reference: never a submodule, never saved or optimised."""
+        object.__setattr__(self, "_language_model", freeze_language_model(language_model))
+        if tokenizer is not None:
+            object.__setattr__(self, "_lm_tokenizer", tokenizer)
+        return self
+
+    def get_language_model(self) -> nn.Module:
+        """The attached frozen LM, loaded from `config.language_model_path` on first use when none is attached."""
+        if self._language_model is None:
+            self.attach_language_model(load_language_model(self.config.language_model_path))
+        return self._language_model
+
+    @torch.no_grad()
+    def generate_description(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        images=None,
+        language_model: nn.Module | None = None,
+        tokenizer=None,
+        max_new_tokens: int = 32,
+        do_sample: bool = False,
+        image_processor=None,
+        **generate_kwargs,
+    ) -> list[str]:
+        """Describes each image in words: bridge prompts -> the frozen LM's `generate(inputs_embeds=...)`.
+
+        Give `pixel_values` (B, 3, H, W) or `images` (PIL/numpy, preprocessed by `image_processor`, by default a
+        `WVLPImageProcessor` at the tower's resolution). The LM and its tokenizer default to the attached ones, else
+        are loaded from `config.language_model_path` (the LM is not part of the saved WVLP weights).
+        """
+        if (pixel_values is None) == (images is None):
+            raise ValueError("generate_description needs exactly one of pixel_values or images")
+        if images is not None:
+            if image_processor is None:
+                from .image_processing_wvlp import WVLPImageProcessor
+
+                image_processor = WVLPImageProcessor(size=getattr(self.config.vision_config, "image_size", 224))
+            images = images if isinstance(images, (list, tuple)) else [images]
+            pixel_values = image_processor(images, return_tensors="pt")["pixel_values"]
+        device = next(self.parameters()).device
+        language_model = language_model if language_model is not None else self.get_language_model()
+        if tokenizer is None:
+            tokenizer = getattr(self, "_lm_tokenizer", None) or load_lm_tokenizer(self.config.language_model_path)
+            object.__setattr__(self, "_lm_tokenizer", tokenizer)
+        was_training = self.training
+        self.eval()
+        try:
+            prompts = self.get_image_prompts(pixel_values.to(device))
+        finally:
+            self.train(was_training)
+        return generate_from_prompts(language_model, tokenizer, prompts, max_new_tokens, do_sample, **generate_kwargs)
 
     def itm_logits(
         self, image_tokens: torch.Tensor, fusion_input: torch.Tensor, attention_mask: torch.Tensor
@@ -455,6 +531,31 @@ class WVLPForPreTraining(WVLPPreTrainedModel):
     def train(self, mode: bool = True) -> "WVLPForPreTraining":
         super().train(mode)
         self.teacher.eval()  # the teacher gives deterministic targets: no dropout, frozen BatchNorm statistics
+        if getattr(self, "_pformer", None) is not None:
+            self._pformer.eval()
+        return self
+
+    def attach_language_model(self, language_model: nn.Module, tokenizer=None) -> "WVLPForPreTraining":
+        """The frozen LM of `generation_loss`, attached to the student by reference (not saved, not optimised)."""
+        self.wvlp.attach_language_model(language_model, tokenizer)
+        return self
+
+    def attach_pformer(self, pformer: nn.Module) -> "WVLPForPreTraining":
+        """The frozen text-only P-Former of `pformer_alignment_loss`; it must read the text tower's tokens."""
+        if pformer.config.text_config.vocab_size != self.config.text_config.vocab_size:
+            raise ValueError(
+                f"pformer has a {pformer.config.text_config.vocab_size}-token vocabulary, the text tower "
+                f"{self.config.text_config.vocab_size}: the P-Former must share the text tokenizer"
+            )
+        if pformer.config.num_prompts != self.config.bridge_num_prompts or (
+            pformer.config.prompt_dim != self.config.bridge_prompt_dim
+        ):
+            raise ValueError(
+                f"pformer prompts are {pformer.config.num_prompts} x {pformer.config.prompt_dim}, the bridge's "
+                f"{self.config.bridge_num_prompts} x {self.config.bridge_prompt_dim}: they must match"
+            )
+        pformer.requires_grad_(False)
+        object.__setattr__(self, "_pformer", pformer.eval())  # by reference: not a submodule, never saved
         return self
 
     @torch.no_grad()
@@ -539,12 +640,16 @@ class WVLPForPreTraining(WVLPPreTrainedModel):
         knowledge_valid: torch.Tensor | None = None,
         teacher_targets: torch.Tensor | None = None,
         alpha: float | None = None,
+        lm_input_ids: torch.Tensor | None = None,
+        lm_attention_mask: torch.Tensor | None = None,
     ) -> WVLPPreTrainingOutput:
         """All pre-training losses of one batch (see DESIGN "Pre-training objective"); terms with weight 0 are skipped.
 
         knowledge_*: (B, k, L) retrieved corpus sentences per description, `knowledge_valid` (B, k) marks real ones.
         teacher_targets: (B, B) frozen-teacher soft targets between this batch's descriptions (rows sum to 1).
         alpha: momentum-distillation weight for this step (the trainer warms it up); defaults to `config.alpha`.
+        lm_input_ids / lm_attention_mask: the descriptions in the frozen LM's tokens (right-padded), for
+        `generation_loss`; `pformer_alignment_loss` reads `input_ids` with the attached P-Former.
         """
         config = self.config
         alpha = config.alpha if alpha is None else alpha
@@ -560,6 +665,8 @@ class WVLPForPreTraining(WVLPPreTrainedModel):
             weights["imc"] = 0.0
         if mlm_input_ids is None:
             weights["mlm"] = 0.0
+        if lm_input_ids is None:
+            weights["generation"] = 0.0
 
         vision = self.wvlp.get_image_features(pixel_values)
         text = self.wvlp.get_text_features(input_ids, attention_mask)
@@ -633,6 +740,11 @@ class WVLPForPreTraining(WVLPPreTrainedModel):
                 mlm_input_ids, attention_mask, mlm_labels, vision.last_hidden_state, teacher_vision, alpha
             )
 
+        if weights["generation"] > 0 or weights["pformer_alignment"] > 0:
+            terms.update(self._prompt_losses(
+                vision.last_hidden_state, input_ids, attention_mask, lm_input_ids, lm_attention_mask, weights
+            ))
+
         if weights["itc"] > 0 or weights["imc"] > 0:
             with torch.no_grad():
                 self._enqueue(image_feat_m_all, text_feat_m_all, categories_all)
@@ -644,6 +756,30 @@ class WVLPForPreTraining(WVLPPreTrainedModel):
             itm_logits=itm_logits,
             **{f"{name}_loss": value for name, value in terms.items()},
         )
+
+    def _prompt_losses(
+        self,
+        image_tokens: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        lm_input_ids: torch.Tensor | None,
+        lm_attention_mask: torch.Tensor | None,
+        weights: dict[str, float],
+    ) -> dict[str, torch.Tensor]:
+        """Image-grounded generation of the paired description through the frozen LM, and the MSE of the image
+        prompts to the frozen P-Former's prompts of that description (P-Former stage 2, `loss_align`)."""
+        prompts = self.wvlp.get_image_prompts(image_tokens=image_tokens)
+        terms = {}
+        if weights["generation"] > 0:
+            terms["generation"] = prompt_lm_loss(self.wvlp.get_language_model(), prompts, lm_input_ids, lm_attention_mask)
+        if weights["pformer_alignment"] > 0:
+            pformer = getattr(self, "_pformer", None)
+            if pformer is None:
+                raise ValueError("pformer_alignment_loss_weight > 0 needs a frozen P-Former: call attach_pformer(...)")
+            with torch.no_grad():
+                reference = pformer.get_prompts(input_ids, attention_mask)
+            terms["pformer_alignment"] = F.mse_loss(prompts.float(), reference.float())
+        return terms
 
     def _knowledge_loss(
         self,

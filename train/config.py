@@ -13,6 +13,7 @@ from transformers import TrainingArguments
 class ModelArgs:
     """Which model to train: `default` (packaged towers), `tiny` (random, tests), `pretrained` (a folder), `paper`."""
 
+    kind: str = "wvlp"  # "wvlp" (vision-language pre-training) or "pformer" (text-only P-Former, train/pformer_run.py)
     init: str = "default"
     path: str | None = None  # init=pretrained: a saved WVLPModel or WVLPForPreTraining folder
     image_size: int = 96
@@ -60,6 +61,16 @@ class LoraArgs:
 
 
 @dataclass
+class PFormerArgs:
+    """Text-only P-Former pre-training (model.kind: pformer): the frozen LM and the sentence sources."""
+
+    language_model: str = "smollm2"  # "smollm2" (the packaged GGUF), "tiny" (random, tests) or a transformers folder
+    sources: list[str] = field(default_factory=lambda: ["descriptions", "knowledge"])  # corpus columns to read
+    lm_max_length: int = 48
+    max_eval_sentences: int = 64  # held-out descriptions (test split) for the perplexity in metrics.json
+
+
+@dataclass
 class RunConfig:
     """Everything `train/run.py` needs."""
 
@@ -69,9 +80,10 @@ class RunConfig:
     lora: LoraArgs
     training: TrainingArguments
     source: str = ""
+    pformer: PFormerArgs = field(default_factory=PFormerArgs)
 
 
-SECTIONS = {"model": ModelArgs, "data": DataArgs, "run": RunArgs, "lora": LoraArgs}
+SECTIONS = {"model": ModelArgs, "data": DataArgs, "run": RunArgs, "lora": LoraArgs, "pformer": PFormerArgs}
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:

@@ -211,7 +211,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--resume", nargs="?", const=True, default=None,
                         help="resume from the last checkpoint in output_dir, or from the given checkpoint folder")
     args = parser.parse_args(argv)
-    return train(load_config(args.config, args.set), resume=args.resume)
+    config = load_config(args.config, args.set)
+    if config.model.kind == "pformer":  # text-only P-Former pre-training has its own data and loop
+        from train.pformer_run import train_pformer
+
+        return train_pformer(config, resume=args.resume)
+    if config.model.kind != "wvlp":
+        raise ValueError(f"model.kind={config.model.kind!r}: expected wvlp or pformer")
+    return train(config, resume=args.resume)
 
 
 if __name__ == "__main__":
