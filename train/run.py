@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer, set_seed
 
+from evaluation.zero_shot import zero_shot_accuracy
 from modeling_wvlp import (
     WVLPConfig,
     WVLPForPreTraining,
@@ -40,7 +41,6 @@ from train.config import DataArgs, ModelArgs, RunConfig, load_config
 from train.lora import apply_lora, merged_student
 from train.plots import plot_loss_curves
 from train.trainer import WVLPTrainer
-from train.zero_shot import zero_shot_accuracy
 
 IMAGE_COLUMNS = {"image", "label", "image_id"}
 TINY_TEXT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
