@@ -20,7 +20,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dataset_builder.fashion_mnist import CLASS_NAMES  # noqa: E402
 from dataset_builder.llm import GenerationRequest, LocalTransformersBackend  # noqa: E402
 
-TEMPLATES = ("Describe what a {} looks like in one sentence.", "Write one sentence about the shape and material of a {}.")
+TEMPLATES = (
+    "Describe what a {} looks like in one sentence.",
+    "Write one sentence about the shape and material of a {}.",
+)
 
 
 def prompts(new_tokens: int, count: int = 16) -> list[GenerationRequest]:

@@ -23,7 +23,9 @@ from dataset_builder.llm import GenerationRequest, ServerBackend  # noqa: E402
 def measure(base_url: str, concurrency: int, n: int) -> tuple[float, float]:
     """(wall seconds, client CPU seconds) to complete `n` requests at `concurrency`; all must succeed."""
     backend = ServerBackend(base_url, model="stub", concurrency=concurrency, timeout_s=30, max_retries=0)
-    requests = [GenerationRequest(f"k{i}", [{"role": "user", "content": f"describe item {i}"}], seed=i) for i in range(n)]
+    requests = [
+        GenerationRequest(f"k{i}", [{"role": "user", "content": f"describe item {i}"}], seed=i) for i in range(n)
+    ]
     failed = []
     start, cpu = time.perf_counter(), time.process_time()
     backend.generate(requests, lambda r: failed.append(r) if r.error else None)

@@ -17,7 +17,6 @@ import concurrent.futures
 import copy
 import hashlib
 import importlib.util
-import ipaddress
 import logging
 import os
 import random
@@ -38,7 +37,9 @@ DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TOKEN_ENV = "WVLP_LLM_TOKEN"
 FALLBACK_TOKEN_ENV = "HF_TOKEN"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
-_MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+_MODEL_FILES = (
+    "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -170,14 +171,14 @@ def _sample_sorted(probs, index, top_p, u):
     return index.gather(-1, pos).squeeze(-1)
 
 
-class _PerRequestSampler:
-    """Logits processor that picks each row's next token itself and returns a one-hot score for greedy search.
+class _RowSampler:
+    """Picks the next token of each request from its own logits: argmax at temperature 0, else a top-p draw.
 
-    Row i uses its own temperature, top-p and `torch.Generator` (one uniform draw per step), so its tokens depend on
-    its own seed and logits only, never on which other requests share the batch. Temperature 0 rows take the argmax.
+    Request i draws from its own `torch.Generator` (one uniform per step), so its tokens depend on its own seed and
+    logits only, never on which other requests share the batch.
     """
 
-    def __init__(self, requests: Sequence[GenerationRequest], seeds: Sequence[int | None]):
+    def __init__(self, requests: Sequence[GenerationRequest], seeds: Sequence[int]):
         import torch
 
         self.temperatures = torch.tensor([max(r.temperature, 0.0) for r in requests], dtype=torch.float32)
@@ -186,19 +187,21 @@ class _PerRequestSampler:
             None if r.temperature <= 0 else torch.Generator().manual_seed(seed) for r, seed in zip(requests, seeds)
         ]
 
-    def __call__(self, input_ids, scores):
+    def __call__(self, scores, requests: Sequence[int]):
+        """Next token ids (on CPU) for `scores` (one row per entry of `requests`, the requests' indices)."""
         import torch
 
         scores = scores.float()
         device = scores.device
         choice = scores.argmax(dim=-1)
-        sampled = [i for i, g in enumerate(self.generators) if g is not None]
+        sampled = [j for j, i in enumerate(requests) if self.generators[i] is not None]
         if sampled:
+            ids = [requests[j] for j in sampled]
             rows = torch.tensor(sampled, device=device)
-            probs = (scores[rows] / self.temperatures.to(device)[rows, None]).softmax(dim=-1)
-            top_p = self.top_ps.to(device)[rows]
+            probs = (scores[rows] / self.temperatures[ids].to(device)[:, None]).softmax(dim=-1)
+            top_p = self.top_ps[ids].to(device)
             # CPU generators on every device: the draws, hence the texts, do not depend on the hardware's RNG.
-            u = torch.cat([torch.rand(1, generator=self.generators[i]) for i in sampled]).to(device)
+            u = torch.cat([torch.rand(1, generator=self.generators[i]) for i in ids]).to(device)
             # A full sort of the vocabulary costs ~10x a top-k; the nucleus almost always lies in the top k, and a
             # row whose top-k mass falls short is sorted in full (per row, so batch-mates never change its path).
             k = min(_NUCLEUS_CANDIDATES, probs.shape[-1])
@@ -213,18 +216,17 @@ class _PerRequestSampler:
             if whole.any():
                 index = torch.arange(probs.shape[-1], device=device).expand(int(whole.sum()), -1)
                 choice[rows[whole]] = _sample_sorted(probs[whole], index, top_p[whole], u[whole])
-        one_hot = torch.full_like(scores, float("-inf"))
-        one_hot[torch.arange(scores.shape[0], device=device), choice] = 0.0
-        return one_hot
+        return choice.cpu()
 
 
 class LocalTransformersBackend:
     """A causal LM run in-process with transformers: the packaged SmolLM2-135M-Instruct GGUF by default.
 
     `model` is None (the packaged GGUF), a `.gguf` file (dequantised once into the cache) or a local transformers
-    folder. Requests are batched `batch_size` at a time with left padding; a request's text depends only on its own
-    messages, parameters and seed: greedy output is the same batched or alone, and sampling draws from a generator
-    seeded by the request's own seed (`seed=None` draws a fresh random seed).
+    folder. Requests are batched `batch_size` at a time (similar prompt lengths together, left padding); a row leaves
+    the batch as soon as it ends. A request's text depends only on its own messages, parameters and seed: greedy
+    output is the same batched or alone, and sampling draws from a generator seeded by the request's own seed
+    (`seed=None` draws a fresh random seed). Decoding is temperature + top-p only (no repetition penalty).
     """
 
     def __init__(
@@ -317,9 +319,9 @@ class LocalTransformersBackend:
         return ids
 
     def _generate_batch(self, batch: Sequence[tuple[GenerationRequest, list[int]]]) -> list[str]:
-        """Left-padded batched decoding; each row is cut to its own max_new_tokens and first EOS."""
+        """Left-padded batched decoding; a row leaves the batch at its first EOS or its own max_new_tokens."""
         import torch
-        from transformers import GenerationConfig, LogitsProcessorList
+        from transformers import DynamicCache
 
         requests = [request for request, _ in batch]
         width = max(len(ids) for _, ids in batch)
@@ -328,26 +330,49 @@ class LocalTransformersBackend:
         attention_mask = torch.tensor(
             [[0] * (width - len(ids)) + [1] * len(ids) for _, ids in batch], device=self.device
         )
-        seeds = [r.seed if r.seed is not None else secrets.randbits(63) for r in requests]
-        config = GenerationConfig(
-            max_new_tokens=max(r.max_new_tokens for r in requests),
-            do_sample=False,  # the sampler below picks the tokens; greedy search just follows its one-hot scores
-            eos_token_id=sorted(self.eos_token_ids),
-            pad_token_id=pad,
-        )
+        position_ids = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
+        sampler = _RowSampler(requests, [r.seed if r.seed is not None else secrets.randbits(63) for r in requests])
+        generated: list[list[int]] = [[] for _ in requests]
+        active = list(range(len(requests)))  # the requests still decoding, in cache row order
+        cache = DynamicCache(config=self.model.config)
         with torch.inference_mode():
-            output = self.model.generate(
+            logits = self.model(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
-                generation_config=config,
-                logits_processor=LogitsProcessorList([_PerRequestSampler(requests, seeds)]),
-            )
-        texts = []
-        for request, row in zip(requests, output[:, width:].tolist()):
-            row = row[: request.max_new_tokens]
-            end = next((i for i, token in enumerate(row) if token in self.eos_token_ids), len(row))
-            texts.append(self.tokenizer.decode(row[:end], skip_special_tokens=True).strip())
-        return texts
+                position_ids=position_ids,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            ).logits[:, -1]
+            position_ids = position_ids[:, -1:]
+            while True:
+                tokens = sampler(logits, active).tolist()
+                keep = []
+                for row, (i, token) in enumerate(zip(active, tokens)):
+                    if token in self.eos_token_ids:
+                        continue
+                    generated[i].append(token)
+                    if len(generated[i]) < requests[i].max_new_tokens:
+                        keep.append(row)
+                if not keep:
+                    break
+                if len(keep) < len(active):
+                    # Finished rows leave the batch (HF generate keeps computing them until the longest ends).
+                    rows = torch.tensor(keep, device=self.device)
+                    cache.batch_select_indices(rows)
+                    attention_mask, position_ids = attention_mask[rows], position_ids[rows]
+                    active = [active[row] for row in keep]
+                next_ids = torch.tensor([[generated[i][-1]] for i in active], device=self.device)
+                attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(active), 1)], dim=-1)
+                position_ids = position_ids + 1
+                logits = self.model(
+                    input_ids=next_ids,
+                    attention_mask=attention_mask,
+                    position_ids=position_ids,
+                    past_key_values=cache,
+                    use_cache=True,
+                ).logits[:, -1]
+        return [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generated]
 
 
 class _ForeignOriginError(Exception):
@@ -372,16 +397,6 @@ def _is_hub_host(host: str) -> bool:
 
     hosts = {*_HUB_HOSTS, urlsplit(constants.ENDPOINT).hostname or ""}
     return any(host == h or host.endswith("." + h) for h in hosts if h)
-
-
-def _is_loopback(host: str) -> bool:
-    """Whether `host` names this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass
@@ -455,7 +470,7 @@ class ServerBackend:
     def generate(
         self, requests: Sequence[GenerationRequest], on_result: Callable[[GenerationResult], None]
     ) -> None:
-        """Blocking `agenerate`; from inside a running event loop it runs on a helper thread's own loop."""
+        """Blocking `agenerate`; inside a running event loop it runs on a helper thread (which calls `on_result`)."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -545,7 +560,8 @@ class ServerBackend:
         if last.transport and last.retryable and not state.any_response:
             raise BackendUnavailableError(f"{self.base_url} is unreachable after {attempts} attempts: {last}")
         error = f"{last} (after {attempts} attempt{'s' if attempts > 1 else ''})"
-        return GenerationResult(request.key, None, error=error, attempts=attempts, latency_s=time.perf_counter() - started)
+        latency = time.perf_counter() - started
+        return GenerationResult(request.key, None, error=error, attempts=attempts, latency_s=latency)
 
     async def _attempt(self, client: Any, state: _CallState, request: GenerationRequest) -> str:
         """One HTTP attempt; every failure becomes an `_AttemptError` with a token-free message."""
@@ -583,6 +599,8 @@ class ServerBackend:
         except ValueError as err:  # the body was not JSON (json.JSONDecodeError) or not a chat completion
             state.any_response = True
             raise _AttemptError(self._redact(f"malformed response: {err}"), True) from None
+        except Exception as err:  # anything else fails this request only, without a retry
+            raise _AttemptError(self._redact(f"{type(err).__name__}: {err}"), False) from None
         state.any_response = True
         choices = getattr(output, "choices", None)
         message = getattr(choices[0], "message", None) if choices else None
