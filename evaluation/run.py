@@ -1,0 +1,250 @@
+"""One evaluation run: model + data -> zero-shot, retrieval, linear probe -> the `wvlp-eval/1` JSON (+ plots).
+
+    wvlp evaluate --model out/run/model --task all --data out/fashion-mnist/corpus --out out/eval/fashion-mnist.json
+
+`evaluate_model` is the importable equivalent (the demo calls it with an already-loaded model and processor).
+"""
+
+import datetime
+import hashlib
+import json
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from modeling_wvlp import WVLPConfig, WVLPForPreTraining, WVLPModel, WVLPProcessor
+
+from .data import EvalData, load_eval_data
+from .distributed import distributed_map
+from .features import itm_pair_scores, model_device, text_embeddings, tokenize
+from .linear_probe import linear_probe
+from .prompt_files import DEFAULT_TEMPLATES, classnames_for, display_path, load_templates
+from .retrieval import evaluate_retrieval, retrieval_examples
+from .zero_shot import build_zero_shot_classifier, class_ensembles, holdout_label_ids, zero_shot_metrics
+
+SCHEMA = "wvlp-eval/1"
+TASKS = ("zero-shot", "retrieval", "linear-probe")
+
+
+def load_model(path: str | Path) -> tuple[WVLPModel, WVLPProcessor]:
+    """A saved WVLPModel (or the student of a saved WVLPForPreTraining) and its processor, in eval mode."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"model={str(path)!r} is not a folder with a saved WVLP model (no config.json)")
+    config = WVLPConfig.from_pretrained(path)
+    if "WVLPForPreTraining" in (config.architectures or []):
+        model = WVLPForPreTraining.from_pretrained(path).published_model()
+    else:
+        model = WVLPModel.from_pretrained(path)
+    return model.eval(), WVLPProcessor.from_pretrained(path)
+
+
+def config_sha256(model: WVLPModel) -> str:
+    """SHA-256 of the model's full config as sorted JSON (same value for the same config, saved or in memory)."""
+    config = model.config.to_dict()
+    for volatile in ("_name_or_path", "transformers_version", "architectures", "dtype", "torch_dtype"):
+        config.pop(volatile, None)
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def parse_tasks(tasks: str | Sequence[str]) -> list[str]:
+    """`"all"`, `"zero-shot,retrieval"` or a list -> the task names, in the fixed order of TASKS."""
+    names = [t.strip() for t in tasks.split(",")] if isinstance(tasks, str) else list(tasks)
+    if "all" in names:
+        return list(TASKS)
+    unknown = sorted(set(names) - set(TASKS))
+    if unknown or not names:
+        raise ValueError(f"task {unknown or names}: choose from {list(TASKS)} or 'all'")
+    return [t for t in TASKS if t in names]
+
+
+@torch.no_grad()
+def encode_images(model: WVLPModel, processor: WVLPProcessor, images: Sequence[Any], batch_size: int = 128,
+                  return_tokens: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Normalised embeddings (N, D) and optionally image tokens (N, T, C), sharded over ranks when distributed."""
+    device, dim, token_shape = model_device(model), model.config.embed_dim, []
+
+    def encode(indices: list[int]) -> torch.Tensor:
+        pixels = processor.image_processor([images[i] for i in indices])["pixel_values"]
+        output = model.get_image_features(pixels.to(device))
+        rows = [output.pooler_output.float().cpu()]
+        if return_tokens:
+            token_shape[:] = output.last_hidden_state.shape[1:]
+            rows.append(output.last_hidden_state.float().cpu().flatten(1))
+        return torch.cat(rows, dim=1)
+
+    rows = distributed_map(encode, len(images), batch_size)
+    tokens = rows[:, dim:].view(len(images), *token_shape) if return_tokens else None
+    return rows[:, :dim].contiguous(), tokens
+
+
+def default_command(model_path: str, data: str, tasks: list[str], split: str, image_root: str | None, itm_k: int,
+                    max_images: int | None, holdout: Sequence[str | int] | None, out: str | None) -> str:
+    """The `wvlp evaluate` command line equivalent to an `evaluate_model` call."""
+    args = ["wvlp", "evaluate", "--model", model_path, "--task", "all" if tasks == list(TASKS) else ",".join(tasks),
+            "--data", data, "--split", split, "--itm-k", str(itm_k)]
+    if image_root:
+        args += ["--image-root", image_root]
+    if max_images is not None:
+        args += ["--max-images", str(max_images)]
+    if holdout:
+        args += ["--holdout-classes", ",".join(map(str, holdout))]
+    if out:
+        args += ["--out", out]
+    return shlex.join(args)
+
+
+def evaluate_model(
+    model: str | Path | WVLPModel,
+    data: str | Path | EvalData,
+    *,
+    processor: WVLPProcessor | None = None,
+    tasks: str | Sequence[str] = "all",
+    split: str = "test",
+    image_root: str | Path | None = None,
+    itm_k: int = 16,
+    max_images: int | None = None,
+    holdout_classes: Sequence[str | int] | None = None,
+    classnames_file: str | Path | None = None,
+    templates_file: str | Path = DEFAULT_TEMPLATES,
+    probe_max_train: int | None = 10_000,
+    stage: str = "pre-trained",
+    batch_size: int = 128,
+    out: str | Path | None = None,
+    command: str | None = None,
+) -> dict:
+    """Evaluates a WVLP model and returns the `wvlp-eval/1` dict (also written to `out` with its plots when given).
+
+    Args:
+        model: a saved model folder, or an already-loaded `WVLPModel` (then `processor` is required).
+        data: a corpus folder, a Karpathy JSON file (with `image_root`), a `save_to_disk` dataset folder, or `EvalData`.
+        tasks: "all", or some of "zero-shot", "retrieval", "linear-probe" (list or comma-separated). With "all",
+            tasks the data cannot support (zero-shot and probe need labels) are skipped; named ones raise instead.
+        itm_k: ITM re-ranking depth of retrieval (0: ITC only).
+        max_images: keep the first N images of the split (quick runs).
+        holdout_classes: class names or ids held out in pre-training: adds seen/unseen/harmonic zero-shot accuracy.
+        classnames_file / templates_file: the versioned prompt files (default: the packaged one matching the labels,
+            and `evaluation/prompts/templates_v1.txt`).
+        probe_max_train: train images of the linear probe (a random fixed subset; None = all).
+        stage: checkpoint stage written to the JSON ("pre-trained", "fine-tuned", ...).
+        out: JSON path; side files `<out stem>.confusion.{json,png}` and `<out stem>.retrieval_examples.{json,png}`.
+        command: the command line to record (default: the equivalent `wvlp evaluate` call).
+    """
+    explicit = not (isinstance(tasks, str) and tasks == "all")
+    task_list = parse_tasks(tasks)
+    if isinstance(model, (str, Path)):
+        model_path = str(model)
+        model, loaded_processor = load_model(model)
+        processor = processor or loaded_processor
+    else:
+        if processor is None:
+            raise ValueError("evaluate_model: an already-loaded model needs its processor (processor=...)")
+        model_path = str(getattr(model.config, "_name_or_path", "") or "<in-memory model>")
+    model.eval()
+    if isinstance(data, EvalData):
+        eval_data, data_arg = data, data.source or data.name
+    else:
+        eval_data, data_arg = load_eval_data(data, split, image_root, max_images, probe_max_train), str(data)
+    labelled = eval_data.labels is not None and eval_data.label_names is not None
+    for task, ok in (("zero-shot", labelled), ("linear-probe", labelled and eval_data.train_images is not None)):
+        if task in task_list and not ok:
+            if explicit:
+                raise ValueError(f"task {task} needs class labels{' and a train split' if task == 'linear-probe' else ''}"
+                                 f", which data={data_arg!r} does not have")
+            task_list.remove(task)
+
+    metrics, side = {}, {}
+    need_tokens = "retrieval" in task_list and itm_k > 0
+    image_features, image_tokens = encode_images(model, processor, eval_data.images, batch_size, need_tokens)
+    classnames_path = None
+    templates = load_templates(templates_file)
+    if "zero-shot" in task_list:
+        names = classnames_for(eval_data.label_names, classnames_file)
+        classnames_path = names.path
+        holdout = holdout_label_ids(names.label_names, holdout_classes)
+        classifier = build_zero_shot_classifier(model, processor, names.prompt_names, templates)
+        metrics["zero_shot"], matrix = zero_shot_metrics(image_features @ classifier.T, eval_data.labels,
+                                                         names.label_names, holdout)
+        side["confusion"] = {"classnames": list(names.label_names), "matrix": matrix.tolist()}
+        if eval_data.text_labels is not None and len(eval_data.texts):
+            metrics["zero_shot_descriptions"] = description_zero_shot(
+                model, processor, eval_data, image_features, len(names.label_names), batch_size)
+    if "retrieval" in task_list:
+        result = retrieve(model, processor, eval_data, image_features, image_tokens, itm_k, batch_size)
+        metrics["retrieval"] = result.metrics()
+        best = result.t2i_itm or result.t2i
+        side["retrieval_examples"] = retrieval_examples(best, eval_data.texts, eval_data.text_groups,
+                                                        eval_data.image_groups)
+    if "linear-probe" in task_list:
+        train_features, _ = encode_images(model, processor, eval_data.train_images, batch_size)
+        metrics["linear_probe"] = linear_probe(train_features, eval_data.train_labels, image_features,
+                                               eval_data.labels, len(eval_data.label_names))
+
+    record = {
+        "schema": SCHEMA,
+        "model": {"path": model_path, "stage": stage, "image_size": int(processor.image_processor.size),
+                  "config_sha256": config_sha256(model)},
+        "data": {"name": eval_data.name, "split": eval_data.split, "num_images": len(eval_data.images),
+                 "num_texts": len(eval_data.texts), "classnames_file": classnames_path,
+                 "templates_file": display_path(Path(templates_file)) if "zero-shot" in task_list else None},
+        "command": command or default_command(model_path, data_arg, task_list, eval_data.split,
+                                              str(image_root) if image_root else None, itm_k, max_images,
+                                              holdout_classes, str(out) if out else None),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "metrics": metrics,
+    }
+    if out is not None and (not dist.is_initialized() or dist.get_rank() == 0):
+        write_outputs(record, side, Path(out), eval_data)
+    return record
+
+
+def description_zero_shot(model: WVLPModel, processor: WVLPProcessor, eval_data: EvalData,
+                          image_features: torch.Tensor, num_classes: int, batch_size: int) -> dict[str, float]:
+    """Top-1/top-5 with one ensemble of descriptions per class; a class without descriptions is never predicted."""
+    from .zero_shot import topk_accuracy
+
+    present = np.unique(eval_data.text_labels)
+    remap = {label: i for i, label in enumerate(present.tolist())}
+    embeddings = text_embeddings(model, processor, eval_data.texts, batch_size)
+    weights = class_ensembles(embeddings, [remap[int(label)] for label in eval_data.text_labels], len(present))
+    logits = torch.full((len(image_features), num_classes), float("-inf"))
+    logits[:, torch.from_numpy(present)] = image_features @ weights.T
+    return topk_accuracy(logits, torch.from_numpy(np.asarray(eval_data.labels)))
+
+
+def retrieve(model: WVLPModel, processor: WVLPProcessor, eval_data: EvalData, image_features: torch.Tensor,
+             image_tokens: torch.Tensor | None, itm_k: int, batch_size: int):
+    """Both retrieval directions on `eval_data`, ITM re-ranked over the top `itm_k` when `itm_k > 0`."""
+    if not eval_data.texts:
+        raise ValueError(f"data {eval_data.name!r} has no texts to retrieve")
+    text_features = text_embeddings(model, processor, eval_data.texts, batch_size)
+    itm_scores = None
+    if itm_k:
+        text_tokens = tokenize(processor, eval_data.texts)
+
+        def itm_scores(image_index: np.ndarray, text_index: np.ndarray) -> np.ndarray:
+            return itm_pair_scores(model, image_tokens, text_tokens, torch.from_numpy(image_index),
+                                   torch.from_numpy(text_index), batch_size).numpy()
+
+    return evaluate_retrieval(image_features, text_features, eval_data.image_groups, eval_data.text_groups,
+                              itm_k=itm_k, itm_scores=itm_scores)
+
+
+def write_outputs(record: dict, side: dict, out: Path, eval_data: EvalData) -> None:
+    """The eval JSON and its side files (confusion matrix and retrieval examples, as JSON and PNG)."""
+    from .plots import plot_confusion_matrix, plot_retrieval_examples
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    stem = out.with_suffix("")
+    if "confusion" in side:
+        Path(f"{stem}.confusion.json").write_text(json.dumps(side["confusion"]) + "\n")
+        plot_confusion_matrix(side["confusion"]["matrix"], side["confusion"]["classnames"], f"{stem}.confusion.png")
+    if side.get("retrieval_examples"):
+        Path(f"{stem}.retrieval_examples.json").write_text(json.dumps(side["retrieval_examples"], indent=1) + "\n")
+        plot_retrieval_examples(side["retrieval_examples"], eval_data.images, f"{stem}.retrieval_examples.png")
