@@ -128,6 +128,13 @@ def test_dry_run_stages_validates_and_uploads_nothing(release, hub, capsys):
     # The fresh-process remote-code load ran (and passed) on the staged model folder.
     assert "trust_remote_code in a fresh process (transformers_modules." in out.out
     assert "load_dataset: images: train 4, test 4" in out.out
+    # A Space without the project installed searches the published dataset's test images.
+    from tests.test_space import load_app
+
+    gallery = load_app()._gallery_from_dataset(str(staging / "dataset"), 3)
+    from dataset_builder.fashion_mnist import CLASS_NAMES
+
+    assert len(gallery.images) == 3 and set(gallery.captions) <= set(CLASS_NAMES)
 
 
 def test_failed_upload_then_rerun_completes_the_release(release, hub, capsys):

@@ -15,7 +15,8 @@ from tests.test_publish import save_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("WVLP_TEST_ARTIFACTS", ROOT / "out" / "test-artifacts"))
-SCREENSHOT = ARTIFACTS / "space_demo.png"
+SCREENSHOT = ARTIFACTS / "space_demo.png"  # the classification tab after one search and one classification
+SEARCH_SCREENSHOT = ARTIFACTS / "space_demo_search.png"
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
@@ -91,6 +92,19 @@ def test_input_validation(app, tmp_path, item_png, monkeypatch):
     assert app.parse_class_names("a,\nb, a") == ["a", "b"]
 
 
+def test_gallery_from_a_folder(app, tmp_path, monkeypatch):
+    for i, cls in enumerate(("shoe", "shoe", "bag")):
+        (tmp_path / cls).mkdir(exist_ok=True)
+        Image.new("L", (20, 20), 40 * i).save(tmp_path / cls / f"{i}.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    monkeypatch.setenv("WVLP_GALLERY", str(tmp_path))
+    gallery = app.load_gallery(10)
+    assert gallery.captions == ["bag", "shoe", "shoe"] and len(gallery.images) == 3
+    monkeypatch.setenv("WVLP_GALLERY", str(tmp_path / "shoe" / "missing"))
+    with pytest.raises(FileNotFoundError, match="WVLP_GALLERY"):
+        app.load_gallery(10)
+
+
 def test_plain_functions(app, demo, item_png):
     results = demo.search("a sneaker", 5)
     assert len(results) == 5 and all(isinstance(image, Image.Image) for image, _ in results)
@@ -164,6 +178,8 @@ def test_browser_search_and_classify(server, item_png, record_property):
         query.send_keys("a bag with a handle")
         browser.find_element(By.CSS_SELECTOR, "#search-button").click()
         wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#search-gallery img")) >= 8)
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(SEARCH_SCREENSHOT))
         tab = next(t for t in browser.find_elements(By.CSS_SELECTOR, "button[role='tab']") if "Zero-shot" in t.text)
         tab.click()
         upload = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#zs-image input[type='file']")))
@@ -172,10 +188,10 @@ def test_browser_search_and_classify(server, item_png, record_property):
         browser.find_element(By.CSS_SELECTOR, "#zs-button").click()
         wait.until(lambda b: "%" in b.find_element(By.CSS_SELECTOR, "#zs-label").text)
         assert "sneaker" in browser.find_element(By.CSS_SELECTOR, "#zs-label").text
-        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         browser.save_screenshot(str(SCREENSHOT))
     finally:
         browser.quit()
     assert SCREENSHOT.stat().st_size > 10_000
     record_property("screenshot", str(SCREENSHOT))
-    print(f"screenshot: {SCREENSHOT}")
+    record_property("screenshot_search", str(SEARCH_SCREENSHOT))
+    print(f"screenshots: {SCREENSHOT} {SEARCH_SCREENSHOT}")
