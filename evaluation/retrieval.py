@@ -35,10 +35,14 @@ PairScores = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 @dataclass
 class Ranking:
-    """Per-query result: `ranks` (Q,) 1-based rank of the best positive; `topk` (Q, k) gallery indices in rank order."""
+    """Per-query result: `ranks` (Q,) 1-based rank of the best positive; `topk` (Q, k) gallery indices in rank order.
+
+    `queries` (Q,) are the indices of the ranked queries in the full query set (all of them unless some were dropped).
+    """
 
     ranks: np.ndarray
     topk: np.ndarray
+    queries: np.ndarray | None = None
 
 
 def as_groups(groups: Sequence[int] | np.ndarray | torch.Tensor, name: str) -> np.ndarray:
@@ -200,7 +204,7 @@ def rerank_top_k(ranking: Ranking, query_groups: Sequence[int], gallery_groups: 
     reranked = 1 + ((pair >= best) & ~positive).sum(1)
     ranks = np.where(positive.any(1), reranked, ranking.ranks)
     topk = np.concatenate([np.take_along_axis(candidates, order, axis=1), ranking.topk[:, k:]], axis=1)
-    return Ranking(ranks.astype(np.int64), topk)
+    return Ranking(ranks.astype(np.int64), topk, ranking.queries)
 
 
 def rank_metrics(ranks: np.ndarray, prefix: str, ks: Sequence[int] = RECALL_KS) -> dict[str, float]:
@@ -246,30 +250,48 @@ class RetrievalResult:
 def evaluate_retrieval(image_features: torch.Tensor, text_features: torch.Tensor, image_groups: Sequence[int],
                        text_groups: Sequence[int], itm_k: int = 0, itm_scores: PairScores | None = None,
                        chunk_size: int | None = 1024, backend: str = "auto",
-                       faiss_threshold: int = FAISS_THRESHOLD) -> RetrievalResult:
-    """Both directions by ITC; with `itm_k > 0` and `itm_scores(image_index, text_index)`, also ITM re-ranked."""
+                       faiss_threshold: int = FAISS_THRESHOLD, drop_unanswerable: bool = False) -> RetrievalResult:
+    """Both directions by ITC; with `itm_k > 0` and `itm_scores(image_index, text_index)`, also ITM re-ranked.
+
+    `drop_unanswerable`: leave out queries that no gallery item answers (e.g. an image of a class without texts in
+    class-level retrieval) instead of raising; the galleries stay whole.
+    """
     if itm_k and itm_scores is None:
         raise ValueError(f"itm_k={itm_k} needs itm_scores (the ITM score of (image, text) index pairs)")
+    image_groups, text_groups = as_groups(image_groups, "image_groups"), as_groups(text_groups, "text_groups")
     k = max(max(RECALL_KS), itm_k)
     options = dict(k=k, chunk_size=chunk_size, backend=backend, faiss_threshold=faiss_threshold)
-    i2t = rank_gallery(image_features, text_features, image_groups, text_groups, **options)
-    t2i = rank_gallery(text_features, image_features, text_groups, image_groups, **options)
-    result = RetrievalResult(i2t, t2i, itm_k)
-    if itm_k:
-        result.i2t_itm = rerank_top_k(i2t, image_groups, text_groups, min(itm_k, i2t.topk.shape[1]), itm_scores)
-        result.t2i_itm = rerank_top_k(t2i, text_groups, image_groups, min(itm_k, t2i.topk.shape[1]),
-                                      lambda texts, images: itm_scores(images, texts))
-    return result
+
+    def direction(query_features, gallery_features, query_groups, gallery_groups, pair_scores):
+        queries = (np.flatnonzero(np.isin(query_groups, gallery_groups)) if drop_unanswerable
+                   else np.arange(len(query_groups)))
+        if len(queries) == 0:
+            raise ValueError("no query has a correct answer in the gallery (do the image and text groups overlap?)")
+        ranking = rank_gallery(torch.as_tensor(query_features)[torch.from_numpy(queries)], gallery_features,
+                               query_groups[queries], gallery_groups, **options)
+        ranking.queries = queries
+        if not itm_k:
+            return ranking, None
+        reranked = rerank_top_k(ranking, query_groups[queries], gallery_groups, min(itm_k, ranking.topk.shape[1]),
+                                lambda q, g: pair_scores(queries[q], g))
+        return ranking, reranked
+
+    i2t, i2t_itm = direction(image_features, text_features, image_groups, text_groups, itm_scores)
+    t2i, t2i_itm = direction(text_features, image_features, text_groups, image_groups,
+                             lambda texts, images: itm_scores(images, texts))
+    return RetrievalResult(i2t, t2i, itm_k, i2t_itm, t2i_itm)
 
 
 def retrieval_examples(ranking: Ranking, texts: Sequence[str], text_groups: Sequence[int],
                        image_groups: Sequence[int], num_queries: int = 8, top: int = 5) -> list[dict]:
     """JSON-able text-to-image examples for `plots.plot_retrieval_examples`: query, top image indices, hit flags."""
     text_groups, image_groups = as_groups(text_groups, "text_groups"), as_groups(image_groups, "image_groups")
-    picks = np.linspace(0, len(texts) - 1, min(num_queries, len(texts))).round().astype(int) if len(texts) else []
+    queries = ranking.queries if ranking.queries is not None else np.arange(len(ranking.ranks))
+    rows = len(queries)
+    picks = np.linspace(0, rows - 1, min(num_queries, rows)).round().astype(int) if rows else []
     examples = []
-    for q in dict.fromkeys(int(p) for p in picks):
-        images = ranking.topk[q, :top].tolist()
-        examples.append({"query": texts[q], "rank": int(ranking.ranks[q]), "image_indices": images,
+    for row in dict.fromkeys(int(p) for p in picks):
+        q, images = int(queries[row]), ranking.topk[row, :top].tolist()
+        examples.append({"query": texts[q], "rank": int(ranking.ranks[row]), "image_indices": images,
                          "correct": [bool(image_groups[i] == text_groups[q]) for i in images]})
     return examples

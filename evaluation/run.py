@@ -219,7 +219,11 @@ def description_zero_shot(model: WVLPModel, processor: WVLPProcessor, eval_data:
 
 def retrieve(model: WVLPModel, processor: WVLPProcessor, eval_data: EvalData, image_features: torch.Tensor,
              image_tokens: torch.Tensor | None, itm_k: int, batch_size: int):
-    """Both retrieval directions on `eval_data`, ITM re-ranked over the top `itm_k` when `itm_k > 0`."""
+    """Both retrieval directions on `eval_data`, ITM re-ranked over the top `itm_k` when `itm_k > 0`.
+
+    Class-level data leaves out the queries of classes the other side lacks (e.g. an image whose class has no
+    held-out description); caption data must pair every image and text.
+    """
     if not eval_data.texts:
         raise ValueError(f"data {eval_data.name!r} has no texts to retrieve")
     text_features = text_embeddings(model, processor, eval_data.texts, batch_size)
@@ -232,7 +236,8 @@ def retrieve(model: WVLPModel, processor: WVLPProcessor, eval_data: EvalData, im
                                    torch.from_numpy(text_index), batch_size).numpy()
 
     return evaluate_retrieval(image_features, text_features, eval_data.image_groups, eval_data.text_groups,
-                              itm_k=itm_k, itm_scores=itm_scores)
+                              itm_k=itm_k, itm_scores=itm_scores,
+                              drop_unanswerable=eval_data.retrieval_level == "class")
 
 
 def write_outputs(record: dict, side: dict, out: Path, eval_data: EvalData) -> None:

@@ -4,29 +4,10 @@ import argparse
 
 
 def demo(args: argparse.Namespace) -> None:
-    """Runs what exists of the main job on the embedded default and says what does not exist yet."""
-    import torch
+    """describe -> pre-train -> evaluate -> report -> release folders, on the embedded default."""
+    from train.demo import run_demo
 
-    from dataset_builder.fashion_mnist import CLASS_NAMES, load_fashion_mnist
-    from modeling_wvlp import build_default_model, build_default_processor
-
-    torch.manual_seed(0)
-    images, labels = load_fashion_mnist("test")
-    images, labels = images[: args.batch_size], torch.as_tensor(labels[: args.batch_size].astype("int64"))
-    model = build_default_model(for_pretraining=True)
-    processor = build_default_processor()
-    texts = [f"a photo of a {CLASS_NAMES[i].lower()}" for i in labels]
-    batch = dict(processor(images=list(images), text=texts, max_length=16))
-    batch.pop("token_type_ids", None)
-    out = model(**batch, category_ids=labels)
-    out.loss.backward()
-    students = sum(p.numel() for p in model.wvlp.parameters())
-    print(f"default model: EfficientNet-Lite0 + MiniLM-L6 (packaged weights), {students / 1e6:.1f}M parameters")
-    print("one pre-training step on Fashion-MNIST test images:")
-    for name, value in out.items():
-        if name.endswith("loss"):
-            print(f"  {name:>15}: {value.item():.4f}")
-    print("not yet: describe -> pre-train -> evaluate -> release (the end-to-end main job is still being built)")
+    run_demo(args.output, args.scale)
 
 
 def describe(args: argparse.Namespace) -> None:
@@ -53,6 +34,21 @@ def publish(args: argparse.Namespace) -> None:
     run_from_args(args)
 
 
+def evaluate(args: argparse.Namespace) -> None:
+    """Zero-shot / retrieval / linear probe of a saved model; writes the wvlp-eval/1 JSON (see evaluation/run.py)."""
+    import json
+
+    from evaluation.run import evaluate_model
+
+    holdout = [c.strip() for c in args.holdout_classes.split(",") if c.strip()] if args.holdout_classes else None
+    record = evaluate_model(args.model, args.data, tasks=args.task, split=args.split, image_root=args.image_root,
+                            itm_k=args.itm_k, max_images=args.max_images, holdout_classes=holdout,
+                            stage=args.stage, out=args.out)
+    print(json.dumps(record["metrics"], indent=2))
+    if args.out:
+        print(f"eval JSON written to {args.out}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `wvlp` console script."""
     parser = argparse.ArgumentParser(prog="wvlp", description=__doc__)
@@ -67,13 +63,27 @@ def main(argv: list[str] | None = None) -> None:
     train_parser.add_argument("--resume", action="store_true")
     train_parser.set_defaults(func=pretrain)
     demo_parser = commands.add_parser("demo", help="the main job on the embedded default")
-    demo_parser.add_argument("--batch-size", type=int, default=8)
+    demo_parser.add_argument("--scale", choices=("full", "ci"), default="full",
+                             help="ci: the same code path at a size a CI job affords")
+    demo_parser.add_argument("--output", default="out/fashion-mnist", help="folder of every stage's output")
     demo_parser.set_defaults(func=demo)
     publish_parser = commands.add_parser("publish", help="release the model, dataset and Space on the Hub")
     from train.publish import add_arguments as add_publish_arguments
 
     add_publish_arguments(publish_parser)
     publish_parser.set_defaults(func=publish)
+    evaluate_parser = commands.add_parser("evaluate", help="zero-shot, retrieval and linear-probe evaluation -> JSON")
+    evaluate_parser.add_argument("--model", required=True, help="saved model folder (save_pretrained)")
+    evaluate_parser.add_argument("--task", default="all", help="zero-shot, retrieval, linear-probe (comma-separated) or all")
+    evaluate_parser.add_argument("--data", required=True, help="corpus folder, Karpathy JSON or save_to_disk dataset folder")
+    evaluate_parser.add_argument("--image-root", help="image folder of a Karpathy JSON")
+    evaluate_parser.add_argument("--split", default="test")
+    evaluate_parser.add_argument("--itm-k", type=int, default=16, help="ITM re-ranking depth (0: ITC only)")
+    evaluate_parser.add_argument("--max-images", type=int, help="first N images of the split only")
+    evaluate_parser.add_argument("--holdout-classes", help="classes held out in pre-training, e.g. Bag,Sandal")
+    evaluate_parser.add_argument("--stage", default="pre-trained", help="checkpoint stage recorded in the JSON")
+    evaluate_parser.add_argument("--out", help="eval JSON path (plots are written next to it)")
+    evaluate_parser.set_defaults(func=evaluate)
     args = parser.parse_args(argv)
     args.func(args)
 
