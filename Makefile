@@ -32,8 +32,10 @@ $(STAMP): pyproject.toml Makefile
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
+# DEMO_SCALE=ci runs the same code path at the size CI affords.
+DEMO_SCALE ?= full
 demo: setup
-	$(PY) -m train.cli demo
+	HF_HUB_OFFLINE=1 $(PY) -m train.cli demo --scale $(DEMO_SCALE)
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

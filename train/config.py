@@ -36,6 +36,7 @@ class DataArgs:
     augment: dict[str, Any] = field(default_factory=dict)
     teacher_temperature: float | None = None  # frozen-teacher soft targets; needs model.config.frozen_teacher_weight
     holdout_classes: list[int | str] = field(default_factory=list)  # unseen-class protocol: never trained on
+    prompt_ids: list[str] = field(default_factory=list)  # train on these prompt templates' descriptions only (all: [])
     max_train_samples: int | None = None
     max_eval_samples: int | None = 1000
 

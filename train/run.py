@@ -150,6 +150,12 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
     if config.data.max_train_samples:
         train_images = train_images.select(range(min(config.data.max_train_samples, len(train_images))))
     pool_rows = descriptions["train"].filter(lambda label: label not in held_out, input_columns="label")
+    if config.data.prompt_ids:
+        unknown = sorted(set(config.data.prompt_ids) - set(pool_rows.unique("prompt_id")))
+        if unknown:
+            raise ValueError(f"data.prompt_ids: {unknown} name no prompt of the corpus at {config.data.path}")
+        wanted = set(config.data.prompt_ids)
+        pool_rows = pool_rows.filter(lambda prompt: prompt in wanted, input_columns="prompt_id")
     pool = DescriptionPool.from_dataset(pool_rows)
     pool.check_covers(set(train_images.unique("label")), dict(enumerate(names)))
 

@@ -1,0 +1,102 @@
+"""The main job on the embedded default: describe -> pre-train -> evaluate -> report -> release folders.
+
+    wvlp demo                      # full scale: 360 SmolLM2 descriptions, fashion-mnist.yaml, 10k test images
+    wvlp demo --scale ci           # the same code path at a size CI can afford (a few minutes)
+
+Every stage is the public entry point a user would call (`run_describe`, `train.run.train`, `evaluate_model`,
+`stage_release` + `validate_release`); the demo only chooses their inputs. Rerunning reuses the description cache
+(`<output>/corpus.generations.jsonl`), so only missing generations are requested again.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DESCRIBE_CONFIG = REPO / "dataset_builder" / "configs" / "fashion-mnist.yaml"
+TRAIN_CONFIG = REPO / "train" / "configs" / "fashion-mnist.yaml"
+SPACE_DIR = REPO / "spaces_demo"
+
+
+@dataclass(frozen=True)
+class DemoScale:
+    """How much of each stage runs; `full` is the embedded default as configured, `ci` a reduced copy of it."""
+
+    describe: dict[str, Any] = field(default_factory=dict)  # DescribeConfig overrides
+    train: tuple[str, ...] = ()  # `--set` overrides of fashion-mnist.yaml
+    eval_images: int | None = None  # test images for zero-shot and the linear probe (None: all 10k)
+    retrieval_images: int = 1000  # gallery of class-level retrieval (ITM re-ranks each query's top-k)
+    probe_train: int = 10_000
+    itm_k: int = 16
+
+
+SCALES = {
+    "full": DemoScale(),
+    "ci": DemoScale(
+        describe={"samples_per_prompt": 1, "max_images_per_split": 4000, "llm": {"type": "local", "batch_size": 16},
+                  "decoding": {"max_new_tokens": 40, "temperature": 0.9, "top_p": 0.95}},
+        train=("training.max_steps=40", "run.alpha_warmup_steps=15", "model.config.queue_size=256",
+               "data.max_eval_samples=500"),
+        eval_images=1000, retrieval_images=300, probe_train=2000, itm_k=8,
+    ),
+}
+
+
+def _timed(name: str, timings: dict[str, float], fn: Callable[[], Any]) -> Any:
+    """Runs one stage, printing a header and recording its wall time."""
+    print(f"\n== {name}", flush=True)
+    start = time.perf_counter()
+    result = fn()
+    timings[name] = time.perf_counter() - start
+    print(f"== {name}: {timings[name]:.0f} s", flush=True)
+    return result
+
+
+def run_demo(output: str | Path = "out/fashion-mnist", scale: str = "full", org: str = "wvlp") -> dict:
+    """Runs the whole job into `output` and returns the summary (also written to `<output>/summary.json`)."""
+    if scale not in SCALES:
+        raise ValueError(f"scale={scale!r}: expected one of {sorted(SCALES)}")
+    from dataset_builder.pipeline import load_describe_config, run_describe
+    from evaluation.run import evaluate_model
+    from train.config import load_config
+    from train.publish import repo_ids, stage_release, validate_release
+    from train.report import write_report
+    from train.run import train
+
+    plan, out = SCALES[scale], Path(output)
+    corpus, run_dir, eval_dir = out / "corpus", out / "run", out / "eval"
+    timings: dict[str, float] = {}
+    describe_config = load_describe_config(DESCRIBE_CONFIG, {**plan.describe, "output": str(corpus)})
+    _timed("describe (SmolLM2 descriptions, knowledge, corpus)", timings, lambda: run_describe(describe_config))
+
+    overrides = [f"data.path={corpus}", f"training.output_dir={run_dir}", *plan.train]
+    train_config = load_config(TRAIN_CONFIG, overrides)
+    shutil.rmtree(run_dir, ignore_errors=True)  # a demo run starts afresh; `wvlp train --resume` continues one
+    metrics = _timed("pre-train (fashion-mnist.yaml)", timings, lambda: train(train_config))
+
+    model_dir = run_dir / "model"
+    zero_shot_json, retrieval_json = eval_dir / "zero_shot.json", eval_dir / "retrieval.json"
+    _timed("evaluate: zero-shot + linear probe", timings, lambda: evaluate_model(
+        model_dir, corpus, tasks="zero-shot,linear-probe", max_images=plan.eval_images,
+        probe_max_train=plan.probe_train, out=zero_shot_json))
+    _timed("evaluate: class-level retrieval (held-out descriptions)", timings, lambda: evaluate_model(
+        model_dir, corpus, tasks="retrieval", max_images=plan.retrieval_images, itm_k=plan.itm_k,
+        out=retrieval_json))
+
+    def release() -> Path:
+        repos = repo_ids(org, "wvlp", "wvlp-descriptions", "wvlp-demo")
+        staged = stage_release(model_dir, corpus, SPACE_DIR, repos, out / "release", [zero_shot_json, retrieval_json])
+        validate_release(staged)
+        return staged.staging
+
+    release_dir = _timed("release folders (model, dataset, Space; validated, not uploaded)", timings, release)
+    summary = write_report(out / "report", run_dir, metrics, [zero_shot_json, retrieval_json], timings,
+                           scale=scale, release_dir=release_dir)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

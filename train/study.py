@@ -1,0 +1,228 @@
+"""The study: what each part of the method contributes on the embedded default (mean +- std over seeds).
+
+    python -m train.study --corpus out/fashion-mnist/corpus --output out/study          # every arm, seeds 0 1 2
+    python -m train.study --corpus out/fashion-mnist/corpus --output out/study --arms full templates --seeds 0
+
+Every arm trains `train/configs/fashion-mnist.yaml` with the same budget (`--steps` optimiser steps of the same batch
+size and resolution) and differs only by the overrides listed in ARMS; each run is evaluated with the same protocol
+(`evaluate_model`: zero-shot top-1 with `evaluation/prompts/templates_v1.txt` on the first `--eval-images` test images;
+seen/unseen/harmonic for the held-out-class arms). Finished runs are skipped on rerun (their `study_eval.json`
+exists). `docs/results.json` and `docs/results.md` are written from the per-run JSONs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+import yaml
+
+from train.demo import TRAIN_CONFIG
+
+UNSEEN = ("Sandal", "Shirt", "Bag")  # held out of pre-training in the unseen-class arms
+# Label templates of the "templates only" arm: the CLIP-style text side the method replaces.
+LABEL_TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "an image of a {}.", "a {}.", "a photo of the {}.",
+                   "this is a {}.")
+ONE_PROMPT = ("appearance_shape",)
+THREE_PROMPTS = ("appearance_shape", "materials", "setting_place")
+
+ARMS: dict[str, dict] = {
+    "templates": {"corpus": "templates", "note": "text side = label templates only"},
+    "full": {"note": "LLM descriptions, every loss (the method)"},
+    "no-distillation": {"set": ["model.config.momentum_distillation=false"], "note": "- momentum distillation"},
+    "no-knowledge": {"set": ["model.config.knowledge_loss_weight=0.0", "data.num_knowledge=0"],
+                     "note": "- retrieved knowledge"},
+    "no-category-targets": {"set": ["model.config.category_aware_targets=false"],
+                            "note": "- category-aware targets (one-hot ITC)"},
+    "itc-only": {"set": ["model.config.itm_loss_weight=0.0", "model.config.mlm_loss_weight=0.0"],
+                 "note": "- ITM and MLM"},
+    "prompts-1": {"set": [f"data.prompt_ids={list(ONE_PROMPT)}"], "note": "1 prompt template"},
+    "prompts-3": {"set": [f"data.prompt_ids={list(THREE_PROMPTS)}"], "note": "3 prompt templates"},
+    "templates-unseen": {"corpus": "templates", "holdout": True, "note": "templates, 3 classes held out"},
+    "full-unseen": {"holdout": True, "note": "the method, 3 classes held out"},
+}
+
+
+def templates_corpus(corpus: Path, folder: Path) -> Path:
+    """A copy of `corpus` whose training descriptions are label templates (same images, knowledge and schema)."""
+    import datasets
+    import numpy as np
+
+    from dataset_builder.knowledge import SentenceEmbedder
+
+    if (folder / "README.md").is_file():
+        return folder
+    staging = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "data" / "descriptions").mkdir(parents=True)
+    for config in ("images", "raw_generations"):
+        (staging / "data" / config).symlink_to((corpus / "data" / config).resolve(), target_is_directory=True)
+    shutil.copy(next((corpus / "data" / "descriptions").glob("test-*.parquet")), staging / "data" / "descriptions")
+    train = datasets.load_dataset(str(corpus), "descriptions", split="train")
+    rows = []
+    for label in sorted(set(train["label"])):
+        examples = train.filter(lambda x: x == label, input_columns="label")
+        for i, template in enumerate(LABEL_TEMPLATES):
+            row = dict(examples[i % len(examples)])  # knowledge of this class, as the LLM rows retrieved it
+            text = template.format(row["class_name"].lower())
+            row.update(description_id=f"template:{label}:{i}", prompt_id=f"label_template_{i}", template=template,
+                       sample_index=0, llm="label-template", llm_revision="1", text=text)
+            rows.append(row)
+    embeddings = SentenceEmbedder().embed([r["text"] for r in rows])
+    for row, embedding in zip(rows, embeddings):
+        row["teacher_embedding"] = np.asarray(embedding, dtype=np.float16).tolist()
+    table = datasets.Dataset.from_list(rows, features=train.features)
+    table.to_parquet(str(staging / "data" / "descriptions" / "train-00000-of-00001.parquet"))
+    card = (corpus / "README.md").read_text()
+    header, body = card.split("---\n")[1], card.split("---\n", 2)[2]
+    meta = yaml.safe_load(header)
+    for info in meta.get("dataset_info", []):
+        if info["config_name"] == "descriptions":
+            for split in info["splits"]:
+                if split["name"] == "train":
+                    split["num_examples"], split["num_bytes"] = len(table), table.data.nbytes
+    note = "Study arm: the train descriptions are label templates; images, knowledge and test split unchanged.\n\n"
+    (staging / "README.md").write_text("---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n" + note + body)
+    staging.rename(folder)
+    return folder
+
+
+def run_arm(arm: str, seed: int, corpus: Path, output: Path, steps: int, eval_images: int) -> dict:
+    """Trains and evaluates one (arm, seed); returns its `wvlp-eval/1` record plus the run's timing."""
+    from evaluation.run import evaluate_model
+    from train.config import load_config
+    from train.run import train
+
+    spec = ARMS[arm]
+    run_dir = output / arm / f"seed{seed}"
+    done = run_dir / "study_eval.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    data = templates_corpus(corpus, output / "templates-corpus") if spec.get("corpus") == "templates" else corpus
+    holdout = list(UNSEEN) if spec.get("holdout") else []
+    overrides = [f"data.path={data}", f"training.output_dir={run_dir}", f"training.seed={seed}",
+                 f"training.max_steps={steps}", "training.save_steps=100000", "training.disable_tqdm=true",
+                 f"data.holdout_classes={holdout}", "data.max_eval_samples=200", *spec.get("set", [])]
+    shutil.rmtree(run_dir, ignore_errors=True)
+    start = time.perf_counter()
+    metrics = train(load_config(TRAIN_CONFIG, overrides))
+    seconds = time.perf_counter() - start
+    record = evaluate_model(run_dir / "model", corpus, tasks="zero-shot", max_images=eval_images,
+                            holdout_classes=holdout or None, command=f"python -m train.study --arms {arm} "
+                            f"--seeds {seed} --steps {steps} --eval-images {eval_images}")
+    record["study"] = {"arm": arm, "seed": seed, "steps": steps, "train_seconds": round(seconds, 1),
+                       "overrides": overrides, "train_loss": metrics["train"].get("train_loss")}
+    done.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def references(corpus: Path, output: Path, eval_images: int, probe_train: int) -> dict:
+    """Untrained initial model: zero-shot accuracy and a linear probe on its frozen image features."""
+    from evaluation.run import evaluate_model
+    from modeling_wvlp import build_default_model, build_default_processor
+
+    path = output / "initial_model.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    config = yaml.safe_load(TRAIN_CONFIG.read_text())["model"]
+    model, processor = build_default_model(config["image_size"]), build_default_processor(config["image_size"])
+    record = evaluate_model(model, corpus, processor=processor, tasks="zero-shot,linear-probe",
+                            max_images=eval_images, probe_max_train=probe_train, stage="initial (untrained)")
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def _stats(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "n": len(values), "values": values}
+
+
+def summarise(records: list[dict], initial: dict) -> dict:
+    """Per-arm mean/std of zero-shot top-1 (and seen/unseen/harmonic where classes were held out)."""
+    arms: dict[str, dict] = {}
+    for record in records:
+        arm, zs = record["study"]["arm"], record["metrics"]["zero_shot"]
+        entry = arms.setdefault(arm, {"note": ARMS[arm]["note"], "runs": []})
+        entry["runs"].append({"seed": record["study"]["seed"], "top1": zs["top1"], "seen_top1": zs.get("seen_top1"),
+                              "unseen_top1": zs.get("unseen_top1"), "harmonic": zs.get("harmonic"),
+                              "train_seconds": record["study"]["train_seconds"]})
+    for entry in arms.values():
+        for key in ("top1", "seen_top1", "unseen_top1", "harmonic"):
+            values = [r[key] for r in entry["runs"] if r[key] is not None]
+            if values:
+                entry[key] = _stats(values)
+    return {"arms": arms, "initial_model": {"zero_shot_top1": initial["metrics"]["zero_shot"]["top1"],
+                                            "linear_probe_top1": initial["metrics"]["linear_probe"]["top1"],
+                                            "linear_probe_train": initial["metrics"]["linear_probe"]["train_samples"]}}
+
+
+def write_results(summary: dict, args: argparse.Namespace, docs: Path) -> None:
+    """`docs/results.json` and the table part of `docs/results.md` (the prose below the marker is kept)."""
+    docs.mkdir(parents=True, exist_ok=True)
+    setup = {"steps": args.steps, "seeds": args.seeds, "eval_images": args.eval_images, "unseen_classes": UNSEEN,
+             "train_config": str(TRAIN_CONFIG.relative_to(TRAIN_CONFIG.parents[2])),
+             "command": f"python -m train.study --corpus {args.corpus} --output {args.output} --steps {args.steps} "
+                        f"--eval-images {args.eval_images} --seeds {' '.join(map(str, args.seeds))}"}
+    (docs / "results.json").write_text(json.dumps({"setup": setup, **summary}, indent=2) + "\n")
+
+    def cell(entry: dict, key: str) -> str:
+        s = entry.get(key)
+        return "-" if s is None else f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
+
+    lines = ["| arm | what changes | zero-shot top-1 | seen | unseen | harmonic | n |", "|---|---|---|---|---|---|---|"]
+    for name in ARMS:
+        if name in summary["arms"]:
+            e = summary["arms"][name]
+            lines.append(f"| {name} | {e['note']} | {cell(e, 'top1')} | {cell(e, 'seen_top1')} | "
+                         f"{cell(e, 'unseen_top1')} | {cell(e, 'harmonic')} | {len(e['runs'])} |")
+    init = summary["initial_model"]
+    lines.append(f"| initial model | untrained, zero-shot | {100 * init['zero_shot_top1']:.1f} | | | | 1 |")
+    lines.append(f"| linear probe | supervised reference on the initial model's frozen image features "
+                 f"({init['linear_probe_train']} labelled images) | {100 * init['linear_probe_top1']:.1f} | | | | 1 |")
+    table = "\n".join(lines)
+    marker = "<!-- prose below is written by hand and kept on regeneration -->"
+    path = docs / "results.md"
+    prose = path.read_text().split(marker, 1)[1] if path.is_file() and marker in path.read_text() else "\n"
+    head = (f"# Study results\n\nEmbedded default (Fashion-MNIST, EfficientNet-Lite0 + MiniLM, SmolLM2 descriptions), "
+            f"{args.steps} optimiser steps per run, batch and resolution of `{setup['train_config']}`, "
+            f"seeds {', '.join(map(str, args.seeds))}; zero-shot top-1 (%) on the first {args.eval_images} test images "
+            f"with `evaluation/prompts/templates_v1.txt`, mean ± std over seeds. Unseen arms hold out "
+            f"{', '.join(UNSEEN)} from pre-training.\n\nReproduce: `{setup['command']}` (JSON: `docs/results.json`).")
+    path.write_text(f"{head}\n\n{table}\n\n{marker}{prose}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", default="out/fashion-mnist/corpus")
+    parser.add_argument("--output", default="out/study")
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--eval-images", type=int, default=1000)
+    parser.add_argument("--probe-train", type=int, default=5000)
+    parser.add_argument("--docs", default="docs")
+    args = parser.parse_args(argv)
+    corpus, output = Path(args.corpus), Path(args.output)
+    if not (corpus / "README.md").is_file():
+        raise FileNotFoundError(f"--corpus {corpus} is not a corpus folder (write it with `wvlp describe`)")
+    output.mkdir(parents=True, exist_ok=True)
+    initial = references(corpus, output, args.eval_images, args.probe_train)
+    records = []
+    for seed in args.seeds:  # seed-major: a partial study already covers every arm once
+        for arm in args.arms:
+            record = run_arm(arm, seed, corpus, output, args.steps, args.eval_images)
+            print(f"{arm:>20} seed {seed}: zero-shot top-1 {100 * record['metrics']['zero_shot']['top1']:.1f} "
+                  f"({record['study']['train_seconds']:.0f} s)", flush=True)
+            records.append(record)
+    summary = summarise(records, initial)
+    write_results(summary, args, Path(args.docs))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
