@@ -45,10 +45,10 @@ def summary_rows(train_metrics: dict, evals: Sequence[dict]) -> list[tuple[str, 
     return rows
 
 
-def format_table(rows: Sequence[tuple[str, str]]) -> str:
+def format_table(rows: Sequence[tuple[str, str]], header: tuple[str, str] = ("metric", "value")) -> str:
     """A two-column Markdown table."""
-    width = max(len(name) for name, _ in rows)
-    lines = [f"| {'metric'.ljust(width)} | value |", f"|{'-' * (width + 2)}|-------|"]
+    width = max(len(name) for name, _ in [*rows, header])
+    lines = [f"| {header[0].ljust(width)} | {header[1]} |", f"|{'-' * (width + 2)}|{'-' * (len(header[1]) + 2)}|"]
     return "\n".join([*lines, *(f"| {name.ljust(width)} | {value} |" for name, value in rows)])
 
 
@@ -70,6 +70,7 @@ def write_report(report_dir: Path, run_dir: Path, train_metrics: dict, eval_json
     table = format_table(rows)
     timing_rows = [(stage, f"{seconds:.0f} s") for stage, seconds in timings.items()]
     timing_rows.append(("total", f"{sum(timings.values()):.0f} s"))
+    timing_table = format_table(timing_rows, header=("stage", "wall time"))
     commands = "\n".join(f"    {record['command']}" for record in evals)
     text = "\n\n".join([
         f"# wvlp demo report ({scale} scale)",
@@ -78,14 +79,14 @@ def write_report(report_dir: Path, run_dir: Path, train_metrics: dict, eval_json
         "Retrieval queries are held-out descriptions the model never trained on; a hit is any image of the "
         "query's class.",
         "## Results\n\n" + table,
-        "## Time per stage (2 CPU cores)\n\n" + format_table(timing_rows),
+        "## Time per stage\n\n" + timing_table,
         "## Reproduce\n\n    wvlp demo" + (" --scale ci" if scale != "full" else "") + "\n\nEvaluation commands:\n\n"
         + commands,
         *(f"## {title}\n\n![{title}]({Path(png).name})" for title, png in figures),
         f"Release folders (validated, not uploaded): `{release_dir}`" if release_dir else "",
     ])
     (report_dir / "report.md").write_text(text.rstrip() + "\n")
-    print("\n" + table + "\n\n" + format_table(timing_rows))
+    print("\n" + table + "\n\n" + timing_table)
     print(f"\nreport: {report_dir / 'report.md'}")
     return {"scale": scale, "rows": dict(rows), "timings_s": timings, "report": str(report_dir / "report.md"),
             "release": str(release_dir) if release_dir else None}

@@ -53,6 +53,7 @@ def templates_corpus(corpus: Path, folder: Path) -> Path:
     import numpy as np
 
     from dataset_builder.knowledge import SentenceEmbedder
+    from dataset_builder.sources import FashionMNISTSource
 
     if (folder / "README.md").is_file():
         return folder
@@ -63,12 +64,13 @@ def templates_corpus(corpus: Path, folder: Path) -> Path:
         (staging / "data" / config).symlink_to((corpus / "data" / config).resolve(), target_is_directory=True)
     shutil.copy(next((corpus / "data" / "descriptions").glob("test-*.parquet")), staging / "data" / "descriptions")
     train = datasets.load_dataset(str(corpus), "descriptions", split="train")
+    prompt_names = {c.label: c.prompt_name for c in FashionMNISTSource().classes}  # the names the LLM was asked about
     rows = []
     for label in sorted(set(train["label"])):
         examples = train.filter(lambda x: x == label, input_columns="label")
         for i, template in enumerate(LABEL_TEMPLATES):
             row = dict(examples[i % len(examples)])  # knowledge of this class, as the LLM rows retrieved it
-            text = template.format(row["class_name"].lower())
+            text = template.format(prompt_names[label])
             row.update(description_id=f"template:{label}:{i}", prompt_id=f"label_template_{i}", template=template,
                        sample_index=0, llm="label-template", llm_revision="1", text=text)
             rows.append(row)
@@ -106,7 +108,8 @@ def run_arm(arm: str, seed: int, corpus: Path, output: Path, steps: int, eval_im
     holdout = list(UNSEEN) if spec.get("holdout") else []
     overrides = [f"data.path={data}", f"training.output_dir={run_dir}", f"training.seed={seed}",
                  f"training.max_steps={steps}", "training.save_steps=100000", "training.disable_tqdm=true",
-                 f"data.holdout_classes={holdout}", "data.max_eval_samples=200", *spec.get("set", [])]
+                 f"run.alpha_warmup_steps={max(1, steps // 3)}", "training.warmup_steps=2",
+                 f"data.holdout_classes={holdout}", "data.max_eval_samples=100", *spec.get("set", [])]
     shutil.rmtree(run_dir, ignore_errors=True)
     start = time.perf_counter()
     metrics = train(load_config(TRAIN_CONFIG, overrides))
@@ -202,8 +205,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output", default="out/study")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--eval-images", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=15)
+    parser.add_argument("--eval-images", type=int, default=500)
     parser.add_argument("--probe-train", type=int, default=5000)
     parser.add_argument("--docs", default="docs")
     args = parser.parse_args(argv)
