@@ -11,12 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
-from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_pformer import PFormerConfig
 from .modeling_bridge import freeze_language_model, generate_from_prompts, load_language_model, prompt_lm_loss
-from .modeling_wvlp import WVLPTemperature, WVLPTextTower
+from .modeling_wvlp import WVLPTemperature, WVLPTextTower, init_text_weights
 
 
 @dataclass
@@ -45,19 +44,7 @@ class PFormerPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
-            init.normal_(module.weight, mean=0.0, std=std)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            init.normal_(module.weight, mean=0.0, std=std)
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-        elif isinstance(module, WVLPTemperature):
-            init.constant_(module.value, self.config.temperature)
-        else:
+        if not init_text_weights(module, self.config.initializer_range, self.config.temperature):
             super()._init_weights(module)
 
 

@@ -245,6 +245,28 @@ class WVLPTemperature(nn.Module):
         return self.value.clamp(*self.bounds)
 
 
+@torch.no_grad()
+def init_text_weights(module: nn.Module, std: float, temperature: float) -> bool:
+    """BERT-style init of a Linear (zero where marked `zero_init`), Embedding, LayerNorm or the temperature.
+
+    Returns False for any other module, which the caller initialises itself.
+    """
+    if isinstance(module, nn.Linear):
+        init.normal_(module.weight, mean=0.0, std=0.0 if getattr(module, "zero_init", False) else std)
+        if module.bias is not None:
+            init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        init.normal_(module.weight, mean=0.0, std=std)
+    elif isinstance(module, nn.LayerNorm):
+        init.ones_(module.weight)
+        init.zeros_(module.bias)
+    elif isinstance(module, WVLPTemperature):
+        init.constant_(module.value, temperature)
+    else:
+        return False
+    return True
+
+
 class WVLPPreTrainedModel(PreTrainedModel):
     config: WVLPConfig
     base_model_prefix = "wvlp"
@@ -258,21 +280,9 @@ class WVLPPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.initializer_range
         if isinstance(module, (nn.Conv2d, nn.BatchNorm2d)):
             init_efficientnet_weights(module)
-        elif isinstance(module, nn.Linear):
-            init.normal_(module.weight, mean=0.0, std=0.0 if getattr(module, "zero_init", False) else std)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            init.normal_(module.weight, mean=0.0, std=std)
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-        elif isinstance(module, WVLPTemperature):
-            init.constant_(module.value, self.config.temperature)
-        else:
+        elif not init_text_weights(module, self.config.initializer_range, self.config.temperature):
             super()._init_weights(module)
 
 
