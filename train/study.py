@@ -209,15 +209,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--eval-images", type=int, default=500)
     parser.add_argument("--probe-train", type=int, default=5000)
     parser.add_argument("--docs", default="docs")
+    parser.add_argument("--summarise-only", action="store_true",
+                        help="write docs/results.* from the runs already finished, training nothing")
     args = parser.parse_args(argv)
     corpus, output = Path(args.corpus), Path(args.output)
     if not (corpus / "README.md").is_file():
         raise FileNotFoundError(f"--corpus {corpus} is not a corpus folder (write it with `wvlp describe`)")
     output.mkdir(parents=True, exist_ok=True)
-    initial = references(corpus, output, args.eval_images, args.probe_train)
+    initial = references(corpus, output, args.eval_images, args.probe_train)  # cached after the first run
     records = []
     for seed in args.seeds:  # seed-major: a partial study already covers every arm once
         for arm in args.arms:
+            done = output / arm / f"seed{seed}" / "study_eval.json"
+            if args.summarise_only and not done.is_file():
+                continue
             record = run_arm(arm, seed, corpus, output, args.steps, args.eval_images)
             print(f"{arm:>20} seed {seed}: zero-shot top-1 {100 * record['metrics']['zero_shot']['top1']:.1f} "
                   f"({record['study']['train_seconds']:.0f} s)", flush=True)
