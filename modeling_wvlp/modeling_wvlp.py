@@ -675,8 +675,9 @@ class WVLPForPreTraining(WVLPPreTrainedModel):
             weights["imc"] = 0.0
         if mlm_input_ids is None:
             weights["mlm"] = 0.0
-        if lm_input_ids is None:
-            weights["generation"] = 0.0
+        if lm_input_ids is None and weights["generation"] > 0:
+            raise ValueError("generation_loss_weight > 0 needs lm_input_ids: the paired descriptions in the frozen "
+                             "LM's tokens (DistillationCollator(lm_tokenizer=...) adds them)")
 
         vision = self.wvlp.get_image_features(pixel_values)
         text = self.wvlp.get_text_features(input_ids, attention_mask)

@@ -127,3 +127,46 @@ def test_generative_evaluation_and_study_hook():
                                  num_eval=4, image_size=32, tiny=True)
     assert set(report["arms"]) == {"with_alignment", "without_alignment"}
     assert all(len(arm["heldout_perplexity"]) == 1 for arm in report["arms"].values())
+
+
+def test_generation_weight_without_lm_tokens_is_a_clear_error():
+    model = WVLPForPreTraining(bridge_config(generation_loss_weight=1.0)).attach_language_model(tiny_lm())
+    with pytest.raises(ValueError, match="lm_input_ids"):
+        model(**tiny_batch())
+
+
+def test_run_py_trains_the_bridge_against_a_pformer_from_run_py(tmp_path):
+    """Stage 1 (text-only P-Former) then stage 2 (bridge: generation + alignment) through the one entry point."""
+    import json
+    from pathlib import Path
+
+    from dataset_builder.template_corpus import write_template_corpus
+    from train.run import main
+
+    root = Path(__file__).resolve().parent.parent
+    corpus = write_template_corpus(tmp_path / "corpus", images_per_split=4)
+    main(["--config", str(root / "train" / "configs" / "pformer-tiny.yaml"), "--set", f"data.path={corpus}",
+          "--set", f"training.output_dir={tmp_path / 'pformer'}"])
+    lm_folder = tmp_path / "pformer" / "language_model"  # the tiny LM stage 1 saved, with its tokenizer
+    sets = [f"data.path={corpus}", f"training.output_dir={tmp_path / 'vl'}", "training.max_steps=4",
+            "training.logging_steps=1", "training.save_steps=4", "model.config.prompt_bridge=true",
+            "model.config.bridge_num_prompts=4", "model.config.bridge_num_layers=1", "model.config.bridge_prompt_dim=32",
+            f"model.config.language_model_path={lm_folder}", "model.config.generation_loss_weight=1.0",
+            "model.config.pformer_alignment_loss_weight=1.0", f"model.pformer_path={tmp_path / 'pformer' / 'model'}"]
+    main(["--config", str(root / "train" / "configs" / "tiny.yaml"), *[a for s in sets for a in ("--set", s)]])
+    logged = json.loads((tmp_path / "vl" / "trainer_state.json").read_text())["log_history"]
+    for term in ("generation_loss", "pformer_alignment_loss"):
+        values = [entry[term] for entry in logged if term in entry]
+        assert len(values) == 4 and all(v > 0 for v in values), (term, logged)
+    model = WVLPModel.from_pretrained(tmp_path / "vl" / "model").eval()
+    assert model.config.language_model_path == str(lm_folder) and model.prompt_bridge is not None
+    pixel_values = tiny_batch(image_size=32)["pixel_values"][:2]
+    texts = model.generate_description(pixel_values, max_new_tokens=4)  # LM and tokenizer from the saved config
+    assert len(texts) == 2 and texts == model.generate_description(pixel_values, max_new_tokens=4)
+
+    bad = sets[:-1] + ["model.pformer_path=" + str(tmp_path / "missing")]
+    with pytest.raises(FileNotFoundError, match="model.pformer_path"):
+        main(["--config", str(root / "train" / "configs" / "tiny.yaml"), *[a for s in bad for a in ("--set", s)]])
+    wrong_width = sets[:8] + ["model.config.bridge_prompt_dim=48"] + sets[9:]
+    with pytest.raises(ValueError, match="bridge_prompt_dim=48"):
+        main(["--config", str(root / "train" / "configs" / "tiny.yaml"), *[a for s in wrong_width for a in ("--set", s)]])

@@ -111,3 +111,22 @@ def test_empty_pool_names_the_category(processor):
     collator = DistillationCollator(processor, pool)
     with pytest.raises(ValueError, match="category 4"):
         collator([{"image": Image.new("L", (28, 28)), "label": 4, "image_id": "x"}])
+
+
+def test_lm_tokens_are_the_paired_descriptions_with_eos_right_padded(processor):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = sorted({w for t in make_pool().texts for w in t.split()})  # a word-level "LM" tokenizer with an eos
+    backend = Tokenizer(models.WordLevel({**{w: i for i, w in enumerate(words)}, "<eos>": 999}, unk_token="<eos>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    lm_tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>")
+    batch = collator_for(processor, lm_tokenizer=lm_tokenizer, lm_max_length=8)(make_rows(6))
+    texts = processor.tokenizer.batch_decode(batch["input_ids"], skip_special_tokens=True)
+    ids, mask = batch["lm_input_ids"], batch["lm_attention_mask"]
+    assert ids.shape == mask.shape == (6, 8)  # every description is longer than 7 words: truncated, then eos
+    assert (ids[:, -1] == 999).all() and mask.all()
+    for row, text in zip(ids, texts):  # the LM sees the same description as the text tower
+        lm_words = lm_tokenizer.decode(row[:-1]).split()
+        assert len(lm_words) == 7 and "".join(text.split()).startswith("".join(lm_words))
+    assert "lm_input_ids" not in collator_for(processor)(make_rows(2))

@@ -16,10 +16,10 @@ CONFIGS = Path(__file__).resolve().parent.parent / "train" / "configs"
 CPU_PARSE = {"paper.yaml": ["training.bf16=false"]}
 
 
-@pytest.mark.parametrize("name", ["tiny.yaml", "fashion-mnist.yaml", "paper.yaml"])
+@pytest.mark.parametrize("name", ["tiny.yaml", "fashion-mnist.yaml", "fashion-mnist-bridge.yaml", "paper.yaml"])
 def test_run_configs_parse(name):
     config = load_config(CONFIGS / name, CPU_PARSE.get(name, []))
-    assert config.model.init in {"tiny", "default", "paper"}
+    assert config.model.init in {"tiny", "default", "pretrained", "paper"}
     assert config.training.remove_unused_columns is False
     if config.model.init != "paper":  # paper's text sizes come from its BERT checkpoint: next test
         WVLPConfig(**config_overrides(config.model.config))

@@ -1,8 +1,9 @@
 """The distillation collator: dataset rows (image, label) -> a pre-training batch for `WVLPForPreTraining`.
 
 Each image is paired with one description sampled from its category's pool; the batch also carries the MLM-masked
-text, the retrieved knowledge sentences of the sampled descriptions and the frozen-teacher soft targets built from
-their stored teacher embeddings (so no teacher runs during training).
+text, the retrieved knowledge sentences of the sampled descriptions, the frozen-teacher soft targets built from
+their stored teacher embeddings (so no teacher runs during training) and, for the image-to-prompt bridge, the
+descriptions in the frozen LM's tokens.
 
 Randomness is drawn per row from (seed, epoch, image id): a batch is a pure function of its rows, the seed and the
 epoch, independent of batch composition, worker or process — which keeps resumed and distributed runs identical.
@@ -117,6 +118,20 @@ def to_pil(image: Any) -> Image.Image:
     raise TypeError(f"cannot read an image from {type(image).__name__}")
 
 
+def lm_sentence_tokens(tokenizer: Any, texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sentences in a frozen LM's tokens, each ending in eos (so generation learns to stop), right-padded; + mask."""
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    if eos is None:
+        raise ValueError("the LM tokenizer has neither an eos nor a sep token to end sentences with")
+    rows = [ids[: max_length - 1] + [eos] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    width = max(map(len, rows))
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
+    return ids, mask
+
+
 def mask_tokens(
     input_ids: torch.Tensor, special: torch.Tensor, rng: np.random.Generator, probability: float, mask_id: int, vocab_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,6 +163,8 @@ class DistillationCollator:
         augment: AugmentConfig | None = None,
         augmented_view: bool = False,
         teacher_temperature: float | None = None,
+        lm_tokenizer: Any = None,
+        lm_max_length: int = 48,
     ):
         self.processor = processor
         self.pool = pool
@@ -160,6 +177,7 @@ class DistillationCollator:
         self.augment = augment or AugmentConfig()
         self.augmented_view = augmented_view
         self.teacher_temperature = teacher_temperature if pool.teacher_embeddings is not None else None
+        self.lm_tokenizer, self.lm_max_length = lm_tokenizer, lm_max_length  # generation_loss: the frozen LM's tokens
         tokenizer = processor.tokenizer
         if tokenizer.mask_token_id is None:
             raise ValueError("the tokenizer has no [MASK] token: MLM needs one")
@@ -200,7 +218,10 @@ class DistillationCollator:
             batch["pixel_values_aug"] = self.processor.image_processor(
                 [augment_image(image, rng, self.augment) for image, rng in zip(images, rngs)]
             )["pixel_values"]
-        batch.update(self._tokenize([self.pool.texts[i] for i in picks], self.max_length))
+        texts = [self.pool.texts[i] for i in picks]
+        batch.update(self._tokenize(texts, self.max_length))
+        if self.lm_tokenizer is not None:
+            batch["lm_input_ids"], batch["lm_attention_mask"] = lm_sentence_tokens(self.lm_tokenizer, texts, self.lm_max_length)
 
         special = torch.isin(batch["input_ids"], self.special_ids) | (batch["attention_mask"] == 0)
         masked = [

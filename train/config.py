@@ -19,6 +19,7 @@ class ModelArgs:
     image_size: int = 96
     vision_checkpoint: str | None = None  # init=paper: a transformers vision model folder (ViT/DeiT-B/16)
     text_checkpoint: str | None = None  # init=paper: a BERT folder (weights + tokenizer)
+    pformer_path: str | None = None  # a trained P-Former folder: the frozen target of pformer_alignment_loss
     config: dict[str, Any] = field(default_factory=dict)  # WVLPConfig fields (loss weights, queue, ...)
 
 
@@ -31,6 +32,7 @@ class DataArgs:
     eval_split: str = "test"
     max_length: int = 32
     knowledge_max_length: int = 32
+    lm_max_length: int = 48  # descriptions in the frozen LM's tokens (generation_loss of the prompt bridge)
     num_knowledge: int = 2
     mlm_probability: float = 0.15
     augment: dict[str, Any] = field(default_factory=dict)

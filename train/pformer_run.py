@@ -22,6 +22,7 @@ from modeling_wvlp import PFormerConfig, PFormerModel
 from modeling_wvlp.convert_minilm import load_bert_folder, text_config_from_bert
 from modeling_wvlp.modeling_bridge import freeze_language_model, load_lm_tokenizer, prompt_token_nll
 from modeling_wvlp.pretrained_assets import minilm_path
+from train.collator import lm_sentence_tokens
 from train.config import ModelArgs, RunConfig
 from train.plots import plot_loss_curves
 from train.trainer import NonFiniteLossError, WVLPTrainer
@@ -110,21 +111,11 @@ class PFormerCollator:
     def __init__(self, text_tokenizer, lm_tokenizer, max_length: int = 32, lm_max_length: int = 48):
         self.text_tokenizer, self.lm_tokenizer = text_tokenizer, lm_tokenizer
         self.max_length, self.lm_max_length = max_length, lm_max_length
-        eos = lm_tokenizer.eos_token_id if lm_tokenizer.eos_token_id is not None else lm_tokenizer.sep_token_id
-        if eos is None:
-            raise ValueError("the LM tokenizer has neither an eos nor a sep token to end sentences with")
-        self.eos = eos
+        lm_sentence_tokens(lm_tokenizer, ["check"], lm_max_length)  # fails now, not mid-run, without an eos token
 
     def lm_tokens(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Right-padded LM ids ending in eos (so generation learns to stop) and their mask."""
-        rows = [ids[: self.lm_max_length - 1] + [self.eos] for ids in
-                self.lm_tokenizer(texts, add_special_tokens=False)["input_ids"]]
-        width = max(map(len, rows))
-        ids = torch.zeros(len(rows), width, dtype=torch.long)
-        mask = torch.zeros(len(rows), width, dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
-        return ids, mask
+        """Right-padded LM ids ending in eos and their mask."""
+        return lm_sentence_tokens(self.lm_tokenizer, texts, self.lm_max_length)
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         texts = [row["text"] if isinstance(row, dict) else row for row in rows]
@@ -195,8 +186,9 @@ def train_pformer(config: RunConfig, resume: str | bool | None = None) -> dict:
                "heldout_perplexity_before": before, "heldout_perplexity_after": sentence_perplexity(model, collator, eval_sentences)}
     if trainer.is_world_process_zero():
         out = Path(args.output_dir)
-        if lm_path is None:  # a random tiny LM: keep it beside the P-Former so the model folder is usable
+        if lm_path is None:  # a random tiny LM: keep it (it reads the text tokenizer's ids) so the folder is usable
             lm.save_pretrained(out / "language_model")
+            text_tokenizer.save_pretrained(out / "language_model")
             model.config.language_model_path = str((out / "language_model").resolve())
         model.save_pretrained(out / "model")
         text_tokenizer.save_pretrained(out / "model")

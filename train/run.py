@@ -94,6 +94,40 @@ def build_model_and_processor(args: ModelArgs) -> tuple[WVLPForPreTraining, WVLP
     raise ValueError(f"model.init={args.init!r}: expected default, tiny, pretrained or paper")
 
 
+def attach_frozen_modules(model: WVLPForPreTraining, args: ModelArgs) -> object | None:
+    """The frozen LM (and P-Former) that the image-to-prompt bridge's losses read; returns the LM's tokenizer.
+
+    `model.config.language_model_path: smollm2` means the packaged SmolLM2-135M; the saved config then holds its folder.
+    """
+    from modeling_wvlp.modeling_bridge import load_language_model, load_lm_tokenizer
+
+    config = model.config
+    if not config.prompt_bridge:
+        return None
+    if config.language_model_path == "smollm2":
+        from train.pformer_run import smollm2_folder
+
+        config.language_model_path = model.wvlp.config.language_model_path = str(smollm2_folder())
+    if not config.language_model_path or not Path(config.language_model_path, "config.json").is_file():
+        raise FileNotFoundError(f"model.config.language_model_path={config.language_model_path!r}: prompt_bridge needs "
+                                "the frozen LM's transformers folder (or 'smollm2' for the packaged one)")
+    language_model = load_language_model(config.language_model_path)
+    width = language_model.get_input_embeddings().weight.shape[1]
+    if width != config.bridge_prompt_dim:
+        raise ValueError(f"model.config.bridge_prompt_dim={config.bridge_prompt_dim} but the LM at "
+                         f"{config.language_model_path} has {width}-d input embeddings: they must be equal")
+    tokenizer = load_lm_tokenizer(config.language_model_path)
+    model.attach_language_model(language_model, tokenizer)
+    if config.pformer_alignment_loss_weight > 0:
+        if not args.pformer_path or not Path(args.pformer_path).is_dir():
+            raise FileNotFoundError(f"model.pformer_path={args.pformer_path!r}: pformer_alignment_loss_weight > 0 needs "
+                                    "a trained P-Former folder (train one with model.kind: pformer)")
+        from modeling_wvlp import PFormerModel
+
+        model.attach_pformer(PFormerModel.from_pretrained(args.pformer_path))
+    return tokenizer
+
+
 def load_corpus(args: DataArgs) -> tuple[datasets.DatasetDict, datasets.DatasetDict]:
     """The `images` and `descriptions` configs of the corpus folder, with their columns checked."""
     if not args.path or not Path(args.path).is_dir():
@@ -160,12 +194,15 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
     pool.check_covers(set(train_images.unique("label")), dict(enumerate(names)))
 
     model_config = model.config
+    lm_tokenizer = attach_frozen_modules(model, config.model)
     collator = DistillationCollator(
         processor, pool, seed=args.seed, max_length=config.data.max_length,
         knowledge_max_length=config.data.knowledge_max_length, num_knowledge=config.data.num_knowledge,
         mlm_probability=config.data.mlm_probability, augment=AugmentConfig(**config.data.augment),
         augmented_view=model_config.imc_loss_weight > 0,
         teacher_temperature=config.data.teacher_temperature if model_config.frozen_teacher_weight > 0 else None,
+        lm_tokenizer=lm_tokenizer if model_config.generation_loss_weight > 0 else None,
+        lm_max_length=config.data.lm_max_length,
     )
     if config.lora.enabled:
         model = apply_lora(model, config.lora)
