@@ -24,11 +24,12 @@ if __package__ in (None, ""):
 import torch
 from transformers import AutoTokenizer
 
-from evaluation.generative import description_perplexity
-from modeling_wvlp import WVLPConfig, WVLPForPreTraining, WVLPImageProcessor, build_default_model
+from evaluation.generative import describe_then_classify, description_perplexity, generated_examples
+from modeling_wvlp import WVLPConfig, WVLPForPreTraining, WVLPImageProcessor, WVLPModel, build_default_model
 from modeling_wvlp.pretrained_assets import minilm_path
 from train.config import ModelArgs
 from train.pformer_run import PFormerCollator, build_pformer, load_frozen_language_model
+from train.study import seed_stats
 
 DEFAULT_CORPUS = "out/fashion-mnist/corpus"
 OFF = dict(itc_loss_weight=0.0, itm_loss_weight=0.0, mlm_loss_weight=0.0, imc_loss_weight=0.0,
@@ -48,7 +49,8 @@ def _synthetic_data(num_train: int, num_eval: int, image_size: int) -> dict:
     eval_labels = [i % len(names) for i in range(num_eval)]
     return dict(names=names, train_pixels=images(train_labels), train_labels=train_labels,
                 descriptions={i: [f"a {n} seen from the front", f"a plain {n} on white"] for i, n in enumerate(names)},
-                eval_pixels=images(eval_labels), eval_texts=[f"a {names[y]} photo" for y in eval_labels])
+                eval_pixels=images(eval_labels), eval_labels=eval_labels,
+                eval_texts=[f"a {names[y]} photo" for y in eval_labels])
 
 
 def _corpus_data(path: str, num_train: int, num_eval: int, image_size: int) -> dict:
@@ -79,10 +81,17 @@ def _corpus_data(path: str, num_train: int, num_eval: int, image_size: int) -> d
         train_pixels=processor(list(train_rows["image"]), return_tensors="pt")["pixel_values"],
         train_labels=list(train_rows["label"]), descriptions=by_label,
         eval_pixels=processor(list(eval_rows["image"]), return_tensors="pt")["pixel_values"], eval_texts=eval_texts,
+        eval_labels=eval_labels,
     )
 
 
-def _vl_model(tiny: bool, image_size: int, vocab_size: int, bridge: dict) -> WVLPForPreTraining:
+def _vl_model(tiny: bool, image_size: int, vocab_size: int, bridge: dict, path: str | None = None) -> WVLPForPreTraining:
+    """The VL model whose bridge the arms train: a pre-trained `WVLPModel` folder, the packaged towers, or tiny."""
+    if path:
+        if not Path(path, "config.json").is_file():
+            raise FileNotFoundError(f"vl_model={path!r} is not a saved WVLP model folder")
+        config = WVLPConfig.from_pretrained(path, **OFF, **bridge)
+        return WVLPForPreTraining.from_published(WVLPModel.from_pretrained(path, config=config))
     if tiny:
         text = dict(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                     intermediate_size=64, max_position_embeddings=128)
@@ -105,17 +114,24 @@ def run_alignment_study(
     learning_rate: float = 1e-3,
     image_size: int = 64,
     tiny: bool = False,
+    vl_model: str | None = None,
+    max_new_tokens: int = 24,
     output: str | None = None,
 ) -> dict:
     """Bridge trained with vs without the P-Former alignment term (same steps, batches and init per seed).
 
-    Returns {"arms": {"with_alignment"|"without_alignment": {"heldout_perplexity": [per seed], "mean": ...}},
-    "seeds", "settings", "seconds"}; also written as JSON to `output` when given.
+    `vl_model`: a pre-trained `WVLPModel` folder (e.g. the demo's out/fashion-mnist/run/model) whose towers the
+    bridge reads and whose text tower classifies the generated descriptions; its resolution replaces `image_size`.
+    Returns {"arms": {"with_alignment"|"without_alignment": {"heldout_perplexity": {mean, std, n, values},
+    "describe_then_classify": {...}, "examples": [the first seed's]}}, "seeds", "settings", "seconds"}; also
+    written as JSON to `output` when given.
     """
     if steps < 1 or pformer_steps < 0 or batch_size < 1 or num_eval < 1 or not seeds:
         raise ValueError("steps, batch_size and num_eval must be >= 1, pformer_steps >= 0, and seeds non-empty")
     started = time.perf_counter()
     torch.set_flush_denormal(True)
+    if vl_model:
+        image_size = WVLPConfig.from_pretrained(vl_model).vision_config.image_size
     text_tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))
     lm, lm_tokenizer, lm_path = load_frozen_language_model(language_model, text_tokenizer)
     prompt_dim = lm.get_input_embeddings().weight.shape[1]
@@ -143,10 +159,11 @@ def run_alignment_study(
     bridge = dict(prompt_bridge=True, bridge_num_prompts=num_prompts, bridge_prompt_dim=prompt_dim,
                   language_model_path=lm_path, generation_loss_weight=1.0)
     arms = {"without_alignment": 0.0, "with_alignment": alignment_weight}
-    results = {name: [] for name in arms}
+    results = {name: {"heldout_perplexity": [], "describe_then_classify": []} for name in arms}
     for seed in seeds:
         torch.manual_seed(seed)
-        initial = _vl_model(tiny, image_size, len(text_tokenizer), {**bridge, "pformer_alignment_loss_weight": 0.0})
+        initial = _vl_model(tiny, image_size, len(text_tokenizer), {**bridge, "pformer_alignment_loss_weight": 0.0},
+                            vl_model)
         for arm, weight in arms.items():
             model = copy.deepcopy(initial)
             model.config.pformer_alignment_loss_weight = weight
@@ -169,14 +186,23 @@ def run_alignment_study(
                 optimizer.zero_grad()
                 out.loss.backward()
                 optimizer.step()
-            results[arm].append(description_perplexity(model.wvlp, lm, data["eval_pixels"], *eval_lm, batch_size=16))
+            results[arm]["heldout_perplexity"].append(
+                description_perplexity(model.wvlp, lm, data["eval_pixels"], *eval_lm, batch_size=16))
+            results[arm]["describe_then_classify"].append(describe_then_classify(
+                model.wvlp, lm, lm_tokenizer, text_tokenizer, data["eval_pixels"], data["eval_labels"], data["names"],
+                max_new_tokens=max_new_tokens)["accuracy"])
+            if seed == seeds[0]:
+                results[arm]["examples"] = generated_examples(model.wvlp, lm, lm_tokenizer, data["eval_pixels"],
+                                                              data["eval_labels"], data["names"], n=4,
+                                                              max_new_tokens=max_new_tokens)
     report = {
-        "arms": {arm: {"heldout_perplexity": values, "mean": sum(values) / len(values)} for arm, values in results.items()},
+        "arms": {arm: {k: seed_stats(v) if k != "examples" else v for k, v in values.items()}
+                 for arm, values in results.items()},
         "seeds": list(seeds),
         "settings": dict(corpus=None if tiny else (corpus or DEFAULT_CORPUS), language_model=language_model,
                          steps=steps, pformer_steps=pformer_steps, batch_size=batch_size, num_eval=num_eval,
                          num_prompts=num_prompts, alignment_weight=alignment_weight, learning_rate=learning_rate,
-                         image_size=image_size, tiny=tiny),
+                         image_size=image_size, tiny=tiny, vl_model=vl_model, max_new_tokens=max_new_tokens),
         "seconds": round(time.perf_counter() - started, 1),
     }
     if output:
@@ -195,10 +221,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--pformer-steps", type=int, default=40)
     parser.add_argument("--alignment-weight", type=float, default=10.0)
     parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--vl-model", default=None, help="a pre-trained WVLPModel folder (default: packaged towers)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     report = run_alignment_study(args.corpus, args.language_model, tuple(args.seeds), args.steps, args.pformer_steps,
-                                 alignment_weight=args.alignment_weight, tiny=args.tiny, output=args.out)
+                                 alignment_weight=args.alignment_weight, tiny=args.tiny, vl_model=args.vl_model,
+                                 output=args.out)
     print(json.dumps(report, indent=2))
     return report
 
