@@ -125,7 +125,7 @@ def test_generative_evaluation_and_study_hook():
 
     report = run_alignment_study(language_model="tiny", seeds=(0,), steps=2, pformer_steps=2, batch_size=4,
                                  num_eval=4, image_size=32, tiny=True)
-    assert set(report["arms"]) == {"with_alignment", "without_alignment"}
+    assert set(report["arms"]) == {"alignment_w10", "without_alignment"}
     for arm in report["arms"].values():
         assert arm["heldout_perplexity"]["n"] == 1 and arm["heldout_perplexity"]["mean"] > 1
         assert 0 <= arm["describe_then_classify"]["mean"] <= 1 and len(arm["examples"]) == 4

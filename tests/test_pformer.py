@@ -156,7 +156,7 @@ def test_smollm2_pformer_beats_random_prompts():
         random_loss = float(prompt_lm_loss(lm, random_prompts, repeat["lm_input_ids"], repeat["lm_attention_mask"]))
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4)
     model.train()
-    for _ in range(8):
+    for _ in range(12):
         optimizer.zero_grad()
         model(**batch).loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -164,5 +164,5 @@ def test_smollm2_pformer_beats_random_prompts():
     model.eval()
     with torch.no_grad():
         trained_loss = float(model(**batch).lm_loss)
-    assert trained_loss < random_loss, (trained_loss, random_loss)
+    assert trained_loss < random_loss - 0.3, (trained_loss, random_loss)  # 7.01 vs 7.63 after 8 steps
     assert not any(p.requires_grad for p in lm.parameters())

@@ -1,14 +1,17 @@
 """Study hook: does the P-Former alignment term help image-conditioned generation at the same compute?
 
-    python train/pformer_study.py [--corpus out/fashion-mnist/corpus] [--seeds 0 1] [--steps 30] [--out study.json]
+    python train/pformer_study.py --corpus out/fashion-mnist/corpus --vl-model out/fashion-mnist/run/model \
+        --seeds 0 1 2 --steps 60 --pformer-steps 120 --alignment-weights 1 10 --out docs/pformer_results.json
 
 `run_alignment_study()` first trains one text-only P-Former briefly (shared by both arms, outside the arm budget),
 then for every seed trains the image-to-prompt bridge twice from the same initialisation on the same batches:
-generation loss only, and generation + `alignment_weight` x MSE to the frozen P-Former's prompts. Only the bridge
-learns (image tower, text tower and LM frozen), so both arms cost the same per step. It reports the held-out
-description perplexity under image conditioning per seed (test images paired with held-out descriptions of their
-class). Defaults: packaged SmolLM2-135M + EfficientNet-Lite0 at 64 px, a few minutes on 2 CPU cores;
-`tiny=True` swaps in random tiny models and synthetic data (seconds, for tests).
+generation loss only, and generation + w x MSE to the frozen P-Former's prompts for each w in `alignment_weights`
+(the reference uses 10). Only the bridge
+learns (image tower, text tower and LM frozen), so both arms cost the same per step. Per seed it reports the held-out
+description perplexity under image conditioning (test images paired with held-out descriptions of their class) and
+describe-then-classify accuracy (greedy descriptions matched to class names by the text tower), plus a few generated
+examples. Defaults: packaged SmolLM2-135M; the bridge reads `--vl-model` (the demo's pre-trained model) or the
+packaged towers at 64 px; minutes on 2 CPU cores. `tiny=True` swaps in random tiny models and synthetic data.
 """
 
 import argparse
@@ -28,7 +31,7 @@ from evaluation.generative import describe_then_classify, description_perplexity
 from modeling_wvlp import WVLPConfig, WVLPForPreTraining, WVLPImageProcessor, WVLPModel, build_default_model
 from modeling_wvlp.pretrained_assets import minilm_path
 from train.config import ModelArgs
-from train.pformer_run import PFormerCollator, build_pformer, load_frozen_language_model
+from train.pformer_run import PFormerCollator, build_pformer, load_frozen_language_model, sentence_perplexity
 from train.study import seed_stats
 
 DEFAULT_CORPUS = "out/fashion-mnist/corpus"
@@ -104,13 +107,13 @@ def _vl_model(tiny: bool, image_size: int, vocab_size: int, bridge: dict, path: 
 def run_alignment_study(
     corpus: str | None = None,
     language_model: str = "smollm2",
-    seeds: tuple[int, ...] = (0, 1),
+    seeds: tuple[int, ...] = (0, 1, 2),
     steps: int = 30,
     pformer_steps: int = 40,
     batch_size: int = 8,
     num_eval: int = 32,
     num_prompts: int = 8,
-    alignment_weight: float = 10.0,
+    alignment_weights: tuple[float, ...] = (10.0,),
     learning_rate: float = 1e-3,
     image_size: int = 64,
     tiny: bool = False,
@@ -122,12 +125,15 @@ def run_alignment_study(
 
     `vl_model`: a pre-trained `WVLPModel` folder (e.g. the demo's out/fashion-mnist/run/model) whose towers the
     bridge reads and whose text tower classifies the generated descriptions; its resolution replaces `image_size`.
-    Returns {"arms": {"with_alignment"|"without_alignment": {"heldout_perplexity": {mean, std, n, values},
-    "describe_then_classify": {...}, "examples": [the first seed's]}}, "seeds", "settings", "seconds"}; also
+    Returns {"arms": {"without_alignment"|"alignment_w<w>": {"heldout_perplexity": {mean, std, n, values},
+    "describe_then_classify": {...}, "examples": [the first seed's]}}, "pformer_heldout_perplexity", "seeds",
+    "settings", "seconds"}; also
     written as JSON to `output` when given.
     """
     if steps < 1 or pformer_steps < 0 or batch_size < 1 or num_eval < 1 or not seeds:
         raise ValueError("steps, batch_size and num_eval must be >= 1, pformer_steps >= 0, and seeds non-empty")
+    if not alignment_weights or any(w <= 0 for w in alignment_weights):
+        raise ValueError(f"alignment_weights={alignment_weights}: give one or more weights > 0")
     started = time.perf_counter()
     torch.set_flush_denormal(True)
     if vl_model:
@@ -154,11 +160,13 @@ def run_alignment_study(
         pformer(**collator([sentences[i] for i in picks])).loss.backward()
         optimizer.step()
     pformer.eval()
+    # The reference the bridge is pulled to: how well the frozen LM regenerates held-out text from P-Former prompts.
+    pformer_perplexity = sentence_perplexity(pformer, collator, sorted(set(data["eval_texts"])))
 
     eval_lm = collator.lm_tokens(data["eval_texts"])
     bridge = dict(prompt_bridge=True, bridge_num_prompts=num_prompts, bridge_prompt_dim=prompt_dim,
                   language_model_path=lm_path, generation_loss_weight=1.0)
-    arms = {"without_alignment": 0.0, "with_alignment": alignment_weight}
+    arms = {"without_alignment": 0.0, **{f"alignment_w{w:g}": w for w in alignment_weights}}
     results = {name: {"heldout_perplexity": [], "describe_then_classify": []} for name in arms}
     for seed in seeds:
         torch.manual_seed(seed)
@@ -198,10 +206,11 @@ def run_alignment_study(
     report = {
         "arms": {arm: {k: seed_stats(v) if k != "examples" else v for k, v in values.items()}
                  for arm, values in results.items()},
+        "pformer_heldout_perplexity": pformer_perplexity,
         "seeds": list(seeds),
         "settings": dict(corpus=None if tiny else (corpus or DEFAULT_CORPUS), language_model=language_model,
                          steps=steps, pformer_steps=pformer_steps, batch_size=batch_size, num_eval=num_eval,
-                         num_prompts=num_prompts, alignment_weight=alignment_weight, learning_rate=learning_rate,
+                         num_prompts=num_prompts, alignment_weights=list(alignment_weights), learning_rate=learning_rate,
                          image_size=image_size, tiny=tiny, vl_model=vl_model, max_new_tokens=max_new_tokens),
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -216,16 +225,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", default=None)
     parser.add_argument("--language-model", default="smollm2")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--pformer-steps", type=int, default=40)
-    parser.add_argument("--alignment-weight", type=float, default=10.0)
+    parser.add_argument("--alignment-weights", type=float, nargs="+", default=[10.0])
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--vl-model", default=None, help="a pre-trained WVLPModel folder (default: packaged towers)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     report = run_alignment_study(args.corpus, args.language_model, tuple(args.seeds), args.steps, args.pformer_steps,
-                                 alignment_weight=args.alignment_weight, tiny=args.tiny, vl_model=args.vl_model,
+                                 alignment_weights=tuple(args.alignment_weights), tiny=args.tiny, vl_model=args.vl_model,
                                  output=args.out)
     print(json.dumps(report, indent=2))
     return report
