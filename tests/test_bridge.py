@@ -172,3 +172,13 @@ def test_run_py_trains_the_bridge_against_a_pformer_from_run_py(tmp_path):
     wrong_width = sets[:8] + ["model.config.bridge_prompt_dim=48"] + sets[9:]
     with pytest.raises(ValueError, match="bridge_prompt_dim=48"):
         main(["--config", str(root / "train" / "configs" / "tiny.yaml"), *[a for s in wrong_width for a in ("--set", s)]])
+
+
+def test_alignment_study_arms_do_not_depend_on_which_ran_before():
+    from train.pformer_study import run_alignment_study
+
+    common = dict(language_model="tiny", seeds=(0,), steps=2, pformer_steps=1, batch_size=4, num_eval=4, image_size=32,
+                  tiny=True)
+    alone = run_alignment_study(alignment_weights=(10.0,), **common)["arms"]["alignment_w10"]
+    after_another = run_alignment_study(alignment_weights=(1.0, 10.0), **common)["arms"]["alignment_w10"]
+    assert alone["heldout_perplexity"]["values"] == after_another["heldout_perplexity"]["values"]

@@ -173,6 +173,7 @@ def run_alignment_study(
         initial = _vl_model(tiny, image_size, len(text_tokenizer), {**bridge, "pformer_alignment_loss_weight": 0.0},
                             vl_model)
         for arm, weight in arms.items():
+            torch.manual_seed(seed)  # the same dropout draws in every arm, whatever ran before it
             model = copy.deepcopy(initial)
             model.config.pformer_alignment_loss_weight = weight
             model.attach_language_model(lm).attach_pformer(pformer)
