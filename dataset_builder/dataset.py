@@ -11,6 +11,7 @@ category's pool, so a per-image copy (or one row per image-description pair) mul
 images. The distillation collator samples one description of the image's category per step instead.
 """
 
+import hashlib
 import io
 import itertools
 import json
@@ -24,6 +25,8 @@ import datasets
 import numpy as np
 from huggingface_hub import DatasetCard, DatasetCardData
 from PIL import Image
+
+from wvlp.safe_io import CORPUS, STAGING, check_writable, claim_dir, remove_dir, replace_dir
 
 from .sources import ClassInfo, LabelSource
 
@@ -73,6 +76,11 @@ def features_for(classes: Sequence[ClassInfo], teacher_dim: int) -> dict[str, da
     }
 
 
+# Modes a PNG stores as they are; anything else (CMYK, YCbCr, 32-bit float "F", 16-bit big-endian, ...) is converted
+# the way the model's image processor would convert it, so training sees the same pixels either way.
+_PNG_MODES = frozenset({"1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"})
+
+
 def encode_png(image: Any) -> bytes:
     """PNG bytes of a PIL image / array / path (the parquet shards embed the bytes, never paths)."""
     if isinstance(image, (str, Path)):
@@ -81,28 +89,67 @@ def encode_png(image: Any) -> bytes:
         return image
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
+    if image.mode not in _PNG_MODES:
+        from modeling_wvlp import WVLPImageProcessor
+
+        image = WVLPImageProcessor._from_pil(image, f"a {image.mode} image", do_convert_rgb=True)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
+def _heldout_digest(description_id: str) -> float:
+    digest = int.from_bytes(hashlib.blake2b(description_id.encode(), digest_size=8).digest(), "little")
+    return digest / 2**64
+
+
 def is_heldout(description_id: str, fraction: float) -> bool:
     """Deterministic held-out assignment of a description (same answer in every run)."""
-    import hashlib
-
-    digest = int.from_bytes(hashlib.blake2b(description_id.encode(), digest_size=8).digest(), "little")
-    return digest / 2**64 < fraction
+    return _heldout_digest(description_id) < fraction
 
 
-def _image_rows(source: LabelSource, split: str, max_images: int | None = None) -> Iterator[dict]:
+def split_heldout(rows: Sequence[dict], fraction: float) -> list[bool]:
+    """Per row, whether it is held out: `is_heldout`, then per class at least one row on each side when it can.
+
+    A class with two or more descriptions but none drawn for test gives its lowest-digest one to test, and one with
+    all drawn for test keeps its highest-digest one for training; a class with one description trains on it.
+    Raises ValueError when no description at all is held out (the `descriptions` config would have no test split).
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"heldout_fraction={fraction!r} must be in (0, 1): the corpus needs train and test descriptions")
+    digests = [_heldout_digest(r["description_id"]) for r in rows]
+    heldout = [d < fraction for d in digests]
+    by_class: dict[Any, list[int]] = {}
+    for i, row in enumerate(rows):
+        by_class.setdefault(row["class_id"], []).append(i)
+    for members in by_class.values():
+        test = [i for i in members if heldout[i]]
+        if len(members) == 1:
+            heldout[members[0]] = False
+        elif not test:
+            heldout[min(members, key=digests.__getitem__)] = True
+        elif len(test) == len(members):
+            heldout[max(members, key=digests.__getitem__)] = False
+    if rows and not any(heldout):
+        raise ValueError(f"no description is held out for test: every class has fewer than two descriptions "
+                         f"({len(rows)} in {len(by_class)} classes); generate more samples per prompt")
+    return heldout
+
+
+def _image_rows(source: LabelSource, split: str, max_images: int | None, skip_log: str) -> Iterator[dict]:
     by_label = {c.label: c for c in source.classes}
     for example in itertools.islice(source.iter_examples(split), max_images):
-        yield {
-            "image": {"bytes": encode_png(example.image), "path": None},
-            "label": example.label,
-            "class_id": by_label[example.label].class_id,
-            "image_id": example.image_id,
-        }
+        try:
+            png = encode_png(example.image)
+        except (OSError, ValueError) as err:
+            source._skip(example.image_id, f"cannot be stored as PNG: {err}")
+            continue
+        yield {"image": {"bytes": png, "path": None}, "label": example.label,
+               "class_id": by_label[example.label].class_id, "image_id": example.image_id}  # fmt: skip
+    # The generator may run in a worker process (num_proc): its skips reach the parent through this file.
+    with open(skip_log, "a", encoding="utf-8") as log:
+        for image_id, reason in source.skipped:
+            log.write(json.dumps({"image_id": image_id, "reason": reason}) + "\n")
 
 
 def _write_shards(dataset: datasets.Dataset, folder: Path, split: str, max_rows_per_shard: int) -> None:
@@ -112,6 +159,27 @@ def _write_shards(dataset: datasets.Dataset, folder: Path, split: str, max_rows_
     for i in range(shards):
         part = dataset.shard(shards, i, contiguous=True)
         part.to_parquet(str(folder / f"{split}-{i:05d}-of-{shards:05d}.parquet"))
+
+
+def _read_skips(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    skips = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        skips.setdefault(row["image_id"], row)
+    return list(skips.values())
+
+
+def skipped_section(skipped: Sequence[dict], shown: int = 50) -> str:
+    """The card's list of images left out of the corpus, with the reason of each (the full list is in stats.json)."""
+    if not skipped:
+        return "## Skipped images\nNone: every image of the source was read and stored.\n"
+    lines = [f"## Skipped images\n{len(skipped)} image(s) could not be used and are not in the corpus:"]
+    lines += [f"- `{s['image_id']}`: {s['reason']}" for s in skipped[:shown]]
+    if len(skipped) > shown:
+        lines.append(f"- ... and {len(skipped) - shown} more (all are listed in stats.json, `skipped_images`).")
+    return "\n".join(lines) + "\n"
 
 
 def write_corpus(
@@ -127,12 +195,18 @@ def write_corpus(
     max_images_per_split: int | None = None,
     max_rows_per_shard: int = 20_000,
     num_proc: int | None = None,
-    cache_dir: str | None = None,
+    stats: dict | None = None,
 ) -> Path:
-    """Writes the three configs and the card into `output_dir` (replaced atomically: written aside, then renamed)."""
+    """Writes the three configs, the card and `stats.json` into `output_dir`, atomically: written aside, then renamed.
+
+    `output_dir` must be absent, empty or a corpus this project wrote (anything else is refused, untouched). The
+    card and `stats["skipped_images"]` list every image the source could not read or that could not be stored.
+    """
     output_dir = Path(output_dir)
+    check_writable(output_dir, CORPUS, "output")
     staging = output_dir.with_name(output_dir.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
+    remove_dir(staging, STAGING, "the staging folder of output")
+    claim_dir(staging, STAGING, "the staging folder of output")
     features = features_for(source.classes, teacher_dim)
     infos, configs = {}, {}
 
@@ -141,28 +215,36 @@ def write_corpus(
         configs.setdefault(config, []).append({"split": split, "path": f"data/{config}/{split}-*"})
         infos.setdefault(config, {})[split] = (len(dataset), dataset.data.nbytes)
 
+    description_rows = [_description_row(d) for d in descriptions]
+    heldout = split_heldout(description_rows, heldout_fraction)  # before the images: fail before the long part
+    work = staging / ".work"  # a fresh Arrow cache per run: the datasets cache key does not see file contents
+    skip_log = work / "skipped.jsonl"
+    work.mkdir()
     for split in image_splits or source.splits:
         # from_generator streams to an Arrow cache on disk: a large source is never held in memory.
         images = datasets.Dataset.from_generator(
             _image_rows,
-            gen_kwargs={"source": source, "split": split, "max_images": max_images_per_split},
+            gen_kwargs={"source": source, "split": split, "max_images": max_images_per_split,
+                        "skip_log": str(skip_log)},
             features=features["images"],
-            cache_dir=cache_dir,
+            cache_dir=str(work / "cache"),
             num_proc=num_proc,
         )
         add("images", split, images)
-    description_rows = [_description_row(d) for d in descriptions]
-    for split, heldout in (("train", False), ("test", True)):
-        rows = [r for r in description_rows if is_heldout(r["description_id"], heldout_fraction) == heldout]
+        del images  # the shards are written; the Arrow cache under .work goes below
+    skipped = _read_skips(skip_log)
+    for split, wanted in (("train", False), ("test", True)):
+        rows = [r for r, h in zip(description_rows, heldout) if h == wanted]
         add("descriptions", split, _from_rows(rows, features["descriptions"]))
     add("raw_generations", "train", _from_rows([_raw_row(r) for r in raw_generations], features["raw_generations"]))
 
-    card = dataset_card(configs, features, infos, card_text, card_metadata)
+    card = dataset_card(configs, features, infos, card_text.rstrip("\n") + "\n\n" + skipped_section(skipped),
+                        card_metadata)
     card.save(str(staging / "README.md"))
-    if output_dir.exists():
-        shutil.rmtree(output_dir)
-    staging.rename(output_dir)
-    return output_dir
+    stats = {**(stats or {}), "skipped_images": skipped}
+    (staging / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False, default=str) + "\n")
+    shutil.rmtree(work)
+    return replace_dir(staging, output_dir, CORPUS, "output")
 
 
 def _from_rows(rows: list[dict], features: datasets.Features) -> datasets.Dataset:

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from wvlp.safe_io import ProcessLock
+
 from .llm import DescriptionBackend, GenerationRequest, GenerationResult
 from .prompts import PromptTemplate, render, render_user_prompt
 from .sources import ClassInfo
@@ -119,8 +121,16 @@ class GenerationCache:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.failures_path = self.path.with_name(f"{self.path.stem}.failures.jsonl")
-        self._completed = _JsonlLog(self.path)
-        self._failures = _JsonlLog(self.failures_path)
+        # One writer at a time: a second process would cut off the first one's fsync'd lines when it cuts a torn
+        # last line of what it read at start.
+        self._lock = ProcessLock(self.path, f"the generation cache {self.path}")
+        self._lock.acquire()
+        try:
+            self._completed = _JsonlLog(self.path)
+            self._failures = _JsonlLog(self.failures_path)
+        except BaseException:
+            self._lock.release()
+            raise
         self._records: dict[str, dict] = {}
         for row in self._completed.rows:
             self._records.setdefault(row["key"], row)
@@ -153,9 +163,10 @@ class GenerationCache:
         self._failures.append(record)
 
     def close(self) -> None:
-        """Close the underlying files."""
+        """Close the underlying files and release the lock."""
         self._completed.close()
         self._failures.close()
+        self._lock.release()
 
     def __enter__(self) -> GenerationCache:
         return self
@@ -237,6 +248,7 @@ def generate_descriptions(
                     "_messages": render(template, cls, with_gloss),
                 }
     with GenerationCache(cache_path) as cache:
+        _check_same_classes(cache, planned)
         _warn_on_stale(cache, planned)
         missing = [key for key in planned if cache.get(key) is None]
         failed: dict[str, dict] = {}
@@ -273,7 +285,8 @@ def generate_descriptions(
             if record is None:  # the backend broke its contract of one result per request
                 record = _record(plan, GenerationResult(key, None, error="the backend returned no result", attempts=0))
                 cache.add_failure(record)
-            records.append(record)
+            # Labels are positions and move when classes are added or removed; the class id does not.
+            records.append({**record, "label": plan["label"]})
     return records
 
 
@@ -291,6 +304,17 @@ def _record(plan: dict, result: GenerationResult) -> dict:
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     return record
+
+
+def _check_same_classes(cache: GenerationCache, planned: dict[str, dict]) -> None:
+    """Refuse a cache whose records under a planned key describe another class (ids that were once positions)."""
+    moved = sorted({(cached["class_name"], plan["class_name"], plan["class_id"]) for key, plan in planned.items()
+                    if (cached := cache.get(key)) is not None and cached.get("class_name", plan["class_name"])
+                    != plan["class_name"]})  # fmt: skip
+    if moved:
+        shown = "; ".join(f"{new!r} (id {class_id!r}) has cached descriptions of {old!r}" for old, new, class_id in moved[:5])
+        raise ValueError(f"{cache.path}: the cache belongs to other classes: {shown}. It was written when class ids "
+                         "were label positions; delete it or set another `cache` path to regenerate")
 
 
 def _warn_on_stale(cache: GenerationCache, planned: dict[str, dict]) -> None:

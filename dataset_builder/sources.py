@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 WNID_PATTERN = re.compile(r"n\d{8}")
 IMAGE_EXTENSIONS = frozenset(
@@ -68,13 +68,17 @@ def _synonyms_of(name: str) -> tuple[str, ...]:
 
 
 def class_from_name(label: int, name: str, source_name: str) -> ClassInfo:
-    """A ClassInfo from a label name; WordNet ids (n01234567) are resolved to their synset."""
+    """A ClassInfo from a label name; WordNet ids (n01234567) are resolved to their synset.
+
+    The class id is "<source>:<name>", never the label: labels are positions, which move when a class is added,
+    removed or renamed, and cached descriptions are keyed by class id.
+    """
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"{source_name}: label {label} has no name (got {name!r})")
     name = name.strip()
     if WNID_PATTERN.fullmatch(name):
         return class_from_wnid(label, name, source_name)
-    return ClassInfo(label, f"{source_name}:{label}", name, clean_label(name), None, _synonyms_of(name))
+    return ClassInfo(label, f"{source_name}:{name}", name, clean_label(name), None, _synonyms_of(name))
 
 
 def class_from_wnid(label: int, wnid: str, source_name: str) -> ClassInfo:
@@ -100,6 +104,7 @@ def validate_classes(classes: list[ClassInfo], source_name: str) -> None:
         raise ValueError(f"{source_name}: the source has no classes")
     seen_labels: dict[int, str] = {}
     seen_ids: dict[str, int] = {}
+    seen_prompts: dict[str, str] = {}
     for cls in classes:
         if not cls.name.strip() or not cls.prompt_name.strip():
             raise ValueError(f"{source_name}: label {cls.label} has no name")
@@ -109,7 +114,12 @@ def validate_classes(classes: list[ClassInfo], source_name: str) -> None:
             raise ValueError(
                 f"{source_name}: class id {cls.class_id!r} is used by labels {seen_ids[cls.class_id]} and {cls.label}"
             )
-        seen_labels[cls.label], seen_ids[cls.class_id] = cls.name, cls.label
+        # "Sandal" and "sandal" would be prompted, described and matched as one class: two labels, one text.
+        prompt_key = " ".join(cls.prompt_name.casefold().split())
+        if prompt_key in seen_prompts:
+            raise ValueError(f"{source_name}: classes {seen_prompts[prompt_key]!r} and {cls.name!r} have the same "
+                             f"prompt name {cls.prompt_name!r}: merge or rename one of them")
+        seen_labels[cls.label], seen_ids[cls.class_id], seen_prompts[prompt_key] = cls.name, cls.label, cls.name
 
 
 def decode_image(data: bytes | str | os.PathLike) -> tuple[Image.Image | None, str | None]:
@@ -124,7 +134,8 @@ def decode_image(data: bytes | str | os.PathLike) -> tuple[Image.Image | None, s
                 return None, "empty file (0 bytes)"
             image = Image.open(data)
         image.load()  # decode now: a truncated file must be skipped here, not crash a consumer later
-        return image, None
+        # As transformers.image_utils.load_image does: the stored pixels are upright, the EXIF flag is dropped.
+        return ImageOps.exif_transpose(image), None
     except Exception as err:  # PIL raises many types (OSError, SyntaxError, ValueError...) for bad files
         return None, f"unreadable image: {type(err).__name__}: {err}"
 
@@ -258,6 +269,12 @@ class ImageFolderSource(LabelSource):
         folders = sorted({f for split_root in self._split_roots.values() for f in self._class_dirs(split_root)})
         if not folders:
             raise ValueError(f"{name}: {str(self.root)!r} has no class subfolders (expected one folder per class)")
+        by_name: dict[str, str] = {}
+        for folder in folders:  # "boot" and "boot " would become one class name for two labels
+            other = by_name.setdefault(folder.strip(), folder)
+            if other != folder:
+                raise ValueError(f"{name}: class folders {other!r} and {folder!r} have the same name once "
+                                 "surrounding spaces are stripped: merge or rename one of them")
         self._folders = folders
         self.classes = [class_from_name(label, folder, name) for label, folder in enumerate(folders)]
         validate_classes(self.classes, name)
@@ -390,11 +407,10 @@ class HFDatasetSource(LabelSource):
         for index, row in enumerate(self._splits[split]):
             image_id = str(row[self.id_column]) if self.id_column else f"{split}/{index}"
             label = row[self.label_column]
-            if label not in labels:
-                raise ValueError(
-                    f"{self.name}: example {image_id!r} has label {label!r}, which has no class name "
-                    f"(the ClassLabel has {len(self.classes)} names)"
-                )
+            if label not in labels:  # -1 is the datasets convention for "unlabelled"
+                self._skip(image_id, "unlabelled (label -1)" if label in (-1, None) else
+                           f"label {label!r} has no class name (the ClassLabel has {len(self.classes)} names)")
+                continue
             if label in holdout:
                 continue
             image, reason = self._decode(row[self.image_column])

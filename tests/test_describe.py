@@ -146,6 +146,7 @@ def test_corrupt_middle_line_and_duplicate_keys(tmp_path):
     cache.write_text("".join(json.dumps(r) + "\n" for r in rows))
     loaded = GenerationCache(cache)
     assert loaded.completed_keys() == {"a|p|0", "b|p|0"} and loaded.get("a|p|0")["raw_text"] == "first"
+    loaded.close()  # one process at a time holds a cache
     cache.write_text(json.dumps(rows[0]) + "\n{not json\n" + json.dumps(rows[2]) + "\n")
     with pytest.raises(ValueError, match="gen.jsonl:2: corrupt line"):
         GenerationCache(cache)

@@ -99,8 +99,8 @@ def test_imagefolder_with_wordnet_ids_and_bad_files(tmp_path):
     boot, cat, bag = source.classes  # labels follow the sorted folder names
     assert (bag.label, bag.class_id, bag.name, bag.prompt_name) == (2, BAG, "bag", "bag")
     assert bag.gloss == WordNet.load().synset(BAG).gloss
-    assert (boot.label, boot.class_id, boot.name, boot.prompt_name) == (0, "imagefolder:0", "Ankle_boot", "ankle boot")
-    assert boot.gloss is None and cat.class_id == "imagefolder:1"
+    assert (boot.label, boot.class_id, boot.name, boot.prompt_name) == (0, "imagefolder:Ankle_boot", "Ankle_boot", "ankle boot")
+    assert boot.gloss is None and cat.class_id == "imagefolder:cat"
     assert source.num_examples("train") == 9  # the .txt is not counted; the three bad images are
     examples = list(source.iter_examples("train"))
     assert [e.image_id for e in examples] == [
@@ -121,7 +121,7 @@ def test_imagefolder_with_wordnet_ids_and_bad_files(tmp_path):
 def test_imagefolder_without_splits(tmp_path):
     make_folder(tmp_path)
     source = ImageFolderSource(tmp_path, name="pets")
-    assert source.splits == ("train",) and [c.class_id for c in source.classes] == ["pets:0", "pets:1", BAG]
+    assert source.splits == ("train",) and [c.class_id for c in source.classes] == ["pets:Ankle_boot", "pets:cat", BAG]
     assert len(list(source.iter_examples("train"))) == 6
 
 
@@ -157,14 +157,14 @@ def test_hf_dataset_source(tmp_path, streaming):
     source = build_source({"type": "hf", "path": str(path), "streaming": streaming, "id_column": "id"})
     assert isinstance(source, HFDatasetSource) and source.name == "ds" and source.splits == ("train", "test")
     boot, bag = source.classes
-    assert (boot.class_id, boot.prompt_name) == ("ds:0", "ankle boot") and (bag.class_id, bag.name) == (BAG, "bag")
+    assert (boot.class_id, boot.prompt_name) == ("ds:Ankle boot", "ankle boot") and (bag.class_id, bag.name) == (BAG, "bag")
     examples = list(source.iter_examples("train"))
     assert [(e.image_id, e.label) for e in examples] == [("row-0", 0), ("row-2", 1), ("row-3", 0)]
     assert all(isinstance(e.image, Image.Image) for e in examples)
     assert examples[1].image.getpixel((0, 0)) == (30, 30, 30)
     assert [id_ for id_, _ in source.skipped] == ["row-1"]
     assert source.num_examples("train") == (None if streaming else 4)
-    assert [e.image_id for e in source.iter_examples("train", holdout_classes=["ds:0"])] == ["row-2"]
+    assert [e.image_id for e in source.iter_examples("train", holdout_classes=["ds:Ankle boot"])] == ["row-2"]
 
 
 def test_hf_dataset_one_split_and_row_ids(tmp_path):
@@ -185,8 +185,8 @@ def test_hf_dataset_errors(tmp_path):
         HFDatasetSource(path)
     path = save_hf(tmp_path / "unlabelled", datasets.ClassLabel(names=["cat", "dog"]), [0, -1])
     source = HFDatasetSource(path, id_column="id")
-    with pytest.raises(ValueError, match="example 'row-1' has label -1, which has no class name"):
-        list(source.iter_examples("train"))
+    assert [e.image_id for e in source.iter_examples("train")] == ["row-0"]  # -1 means "unlabelled": skipped
+    assert source.skipped == [("row-1", "unlabelled (label -1)")]
     with pytest.raises(ValueError, match="split 'validation' is not in the saved dataset"):
         HFDatasetSource(path, split="validation")
 

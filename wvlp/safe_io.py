@@ -44,7 +44,8 @@ RUN = FolderKind(
     ("metrics.json",),
 )
 RELEASE = FolderKind("release", ("model", "dataset", "space", "validated.json"), ())
-STAGING = FolderKind("staging")  # `<folder>.partial`: written aside, then renamed into place
+# `<corpus>.partial`: a corpus being written aside, renamed into place when complete.
+STAGING = FolderKind("staging", ("README.md", "data", "stats.json", ".work"), ())
 
 
 def marker_kind(folder: str | os.PathLike) -> str | None:
@@ -194,6 +195,9 @@ class ProcessLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+    def __del__(self) -> None:  # a holder dropped without release() must not keep others out for its process's life
+        self.release()
 
     def __enter__(self) -> ProcessLock:
         self.acquire()
