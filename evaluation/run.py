@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from modeling_wvlp import WVLPConfig, WVLPForPreTraining, WVLPModel, WVLPProcessor
+from wvlp.safe_io import UnsafeOutputError, atomic_write_text
 
 from .data import EvalData, load_eval_data
 from .distributed import distributed_map
@@ -135,6 +136,10 @@ def evaluate_model(
         out: JSON path; side files `<out stem>.confusion.{json,png}` and `<out stem>.retrieval_examples.{json,png}`.
         command: the command line to record (default: the equivalent `wvlp evaluate` call).
     """
+    if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1):
+        raise ValueError(f"max_images={max_images!r}: must be a positive integer (leave it out for every image)")
+    if out is not None:
+        check_outputs(Path(out))
     explicit = not (isinstance(tasks, str) and tasks == "all")
     task_list = parse_tasks(tasks)
     if isinstance(model, (str, Path)):
@@ -240,16 +245,40 @@ def retrieve(model: WVLPModel, processor: WVLPProcessor, eval_data: EvalData, im
                               drop_unanswerable=eval_data.retrieval_level == "class")
 
 
+def side_files(out: Path) -> list[Path]:
+    """The files written next to the eval JSON `out`."""
+    stem = out.with_suffix("")
+    return [Path(f"{stem}.{name}.{ext}") for name in ("confusion", "retrieval_examples") for ext in ("json", "png")]
+
+
+def _is_eval_json(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("schema") == SCHEMA
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_outputs(out: Path) -> None:
+    """Refuses, before any work, an `out` whose files exist and were not written by an earlier evaluation."""
+    if out.exists() and not _is_eval_json(out):
+        raise UnsafeOutputError(f"out={str(out)!r} exists and is not a {SCHEMA} eval JSON: it would be overwritten; "
+                                "choose another path")
+    if not out.exists():
+        taken = [str(p) for p in side_files(out) if p.exists()]
+        if taken:
+            raise UnsafeOutputError(f"out={str(out)!r}: {', '.join(taken)} already exist and belong to no eval JSON: "
+                                    "they would be overwritten; choose another path")
+
+
 def write_outputs(record: dict, side: dict, out: Path, eval_data: EvalData) -> None:
     """The eval JSON and its side files (confusion matrix and retrieval examples, as JSON and PNG)."""
     from .plots import plot_confusion_matrix, plot_retrieval_examples
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    stem = out.with_suffix("")
+    confusion_json, confusion_png, examples_json, examples_png = side_files(out)
     if "confusion" in side:
-        Path(f"{stem}.confusion.json").write_text(json.dumps(side["confusion"]) + "\n")
-        plot_confusion_matrix(side["confusion"]["matrix"], side["confusion"]["classnames"], f"{stem}.confusion.png")
+        atomic_write_text(confusion_json, json.dumps(side["confusion"]) + "\n")
+        plot_confusion_matrix(side["confusion"]["matrix"], side["confusion"]["classnames"], str(confusion_png))
     if side.get("retrieval_examples"):
-        Path(f"{stem}.retrieval_examples.json").write_text(json.dumps(side["retrieval_examples"], indent=1) + "\n")
-        plot_retrieval_examples(side["retrieval_examples"], eval_data.images, f"{stem}.retrieval_examples.png")
+        atomic_write_text(examples_json, json.dumps(side["retrieval_examples"], indent=1) + "\n")
+        plot_retrieval_examples(side["retrieval_examples"], eval_data.images, str(examples_png))
+    atomic_write_text(out, json.dumps(record, indent=2) + "\n")  # last: it vouches for the side files

@@ -1,6 +1,46 @@
-"""The `wvlp` command line."""
+"""The `wvlp` command line.
+
+A mistake in what the user gave (a config value, a path, a folder that is not the project's to overwrite) ends the
+command with one line, `wvlp <command>: <what is wrong>`, and exit status 2; anything else is a bug and keeps its
+traceback (as does every error with `WVLP_TRACEBACK=1`).
+"""
 
 import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+USER_ERROR_STATUS = 2
+_PROJECT_DIRS = tuple(str(Path(__file__).resolve().parents[1] / name) + os.sep
+                      for name in ("train", "evaluation", "dataset_builder", "modeling_wvlp", "wvlp"))
+
+
+def is_user_error(err: BaseException) -> bool:
+    """Whether `err` is the project's own message about its input: an input-error type raised by the project's
+    code (the same types raised inside a library are failures there, and keep their traceback)."""
+    from train.publish import PublishError
+    from wvlp.safe_io import LockHeldError
+
+    if not isinstance(err, (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
+                            LockHeldError, PublishError)):  # fmt: skip
+        return False
+    frame = err.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame is not None and frame.tb_frame.f_code.co_filename.startswith(_PROJECT_DIRS)
+
+
+def run_command(name: str, func: Callable[..., Any], *args: Any) -> Any:
+    """Runs `func(*args)`; a user error exits with `<name>: <message>` and status 2 instead of a traceback."""
+    try:
+        return func(*args)
+    except Exception as err:
+        if os.environ.get("WVLP_TRACEBACK") or not is_user_error(err):
+            raise
+        print(f"{name}: {err}", file=sys.stderr)
+        raise SystemExit(USER_ERROR_STATUS) from None
 
 
 def demo(args: argparse.Namespace) -> None:
@@ -79,13 +119,13 @@ def main(argv: list[str] | None = None) -> None:
     evaluate_parser.add_argument("--image-root", help="image folder of a Karpathy JSON")
     evaluate_parser.add_argument("--split", default="test")
     evaluate_parser.add_argument("--itm-k", type=int, default=16, help="ITM re-ranking depth (0: ITC only)")
-    evaluate_parser.add_argument("--max-images", type=int, help="first N images of the split only")
+    evaluate_parser.add_argument("--max-images", type=int, help="first N images of the split only (N >= 1)")
     evaluate_parser.add_argument("--holdout-classes", help="classes held out in pre-training, e.g. Bag,Sandal")
     evaluate_parser.add_argument("--stage", default="pre-trained", help="checkpoint stage recorded in the JSON")
     evaluate_parser.add_argument("--out", help="eval JSON path (plots are written next to it)")
     evaluate_parser.set_defaults(func=evaluate)
     args = parser.parse_args(argv)
-    args.func(args)
+    run_command(f"wvlp {args.command}", args.func, args)
 
 
 if __name__ == "__main__":
