@@ -28,6 +28,7 @@ from PIL import Image
 
 from wvlp.safe_io import CORPUS, STAGING, check_writable, claim_dir, remove_dir, replace_dir
 
+from .describe import write_stats
 from .sources import ClassInfo, LabelSource
 
 PROVENANCE_FIELDS = {
@@ -242,7 +243,7 @@ def write_corpus(
                         card_metadata)
     card.save(str(staging / "README.md"))
     stats = {**(stats or {}), "skipped_images": skipped}
-    (staging / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False, default=str) + "\n")
+    write_stats(stats, staging / "stats.json")
     shutil.rmtree(work)
     return replace_dir(staging, output_dir, CORPUS, "output")
 

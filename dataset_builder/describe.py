@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from wvlp.safe_io import ProcessLock
+from wvlp.safe_io import ProcessLock, atomic_write_text
 
 from .llm import DescriptionBackend, GenerationRequest, GenerationResult
 from .prompts import PromptTemplate, render, render_user_prompt
@@ -612,12 +612,7 @@ def _stats(records: list[dict], reasons: list[str | None], classes: Sequence[Cla
 
 def write_stats(stats: dict, path: str | os.PathLike) -> Path:
     """Write `stats` as indented JSON (atomically: a temp file renamed into place); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(stats, indent=2, ensure_ascii=False, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(stats, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 __all__ = [

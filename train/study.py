@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from train.demo import TRAIN_CONFIG
+from wvlp.safe_io import RUN, STAGING, remove_dir
 
 UNSEEN = ("Sandal", "Shirt", "Bag")  # held out of pre-training in the unseen-class arms
 # Label templates of the "templates only" arm: the CLIP-style text side the method replaces.
@@ -58,7 +59,7 @@ def templates_corpus(corpus: Path, folder: Path) -> Path:
     if (folder / "README.md").is_file():
         return folder
     staging = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
+    remove_dir(staging, STAGING, "the staging folder of the templates corpus")
     (staging / "data" / "descriptions").mkdir(parents=True)
     for config in ("images", "raw_generations"):
         (staging / "data" / config).symlink_to((corpus / "data" / config).resolve(), target_is_directory=True)
@@ -110,7 +111,7 @@ def run_arm(arm: str, seed: int, corpus: Path, output: Path, steps: int, eval_im
                  f"training.max_steps={steps}", "training.save_steps=100000", "training.disable_tqdm=true",
                  f"run.alpha_warmup_steps={max(1, steps // 3)}", "training.warmup_steps=2",
                  f"data.holdout_classes={holdout}", "data.max_eval_samples=100", *spec.get("set", [])]
-    shutil.rmtree(run_dir, ignore_errors=True)
+    remove_dir(run_dir, RUN, "the study run folder")  # an unfinished run starts afresh; a foreign folder is refused
     start = time.perf_counter()
     metrics = train(load_config(TRAIN_CONFIG, overrides))
     seconds = time.perf_counter() - start
