@@ -7,7 +7,13 @@ Runs on a Hugging Face Space (model and dataset from the Hub) and locally:
 Environment: `WVLP_MODEL` (model folder or repo id; else `wvlp_space.json` written by `wvlp publish`),
 `WVLP_GALLERY` (a folder of images to search; else Fashion-MNIST test images when the project is installed, else the
 `images` config of the release's dataset), `WVLP_GALLERY_SIZE` (default 500), `WVLP_CACHE` (gallery embedding cache),
-`WVLP_LLM` (JSON spec of the description backend, default `{"type": "local"}`: SmolLM2 run in-process).
+`WVLP_LLM` (JSON spec of the description backend, default `{"type": "local"}`: SmolLM2 run in-process),
+`WVLP_CONCURRENCY` (default 4: how many search / classification / match requests the model serves at once; inference
+under `torch.inference_mode` only reads the weights, so requests share one model; descriptions stay one at a time).
+
+A corrupt, truncated or foreign gallery embedding cache file is logged and rebuilt (it is read with
+`weights_only=True`, so it can hold nothing but tensors). Uploads reach the app as files and are validated here, by
+their header before any decoding, so a bad one gets a message naming what is wrong with it.
 
 Every UI function is a plain method of `WVLPDemo`, usable and tested without the UI.
 """
@@ -16,12 +22,16 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import json
 import logging
 import os
+import tempfile
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -36,6 +46,9 @@ FALLBACK_LLM = "HuggingFaceTB/SmolLM2-135M-Instruct"  # used through transformer
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 MAX_UPLOAD_BYTES = 10 * 2**20
 MAX_PIXELS = 40_000_000
+# What PIL may parse an upload as: the formats the suffixes above name (multi-picture JPEGs open through "JPEG").
+SUPPORTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
+DEFAULT_CONCURRENCY = 4
 MAX_TEXT_CHARS = 300
 MAX_CLASSES = 50
 DEFAULT_CLASSES = "T-shirt/top, trouser, pullover, dress, coat, sandal, shirt, sneaker, bag, ankle boot"
@@ -65,38 +78,113 @@ def cache_dir() -> Path:
     return Path(os.environ.get("WVLP_CACHE") or Path.home() / ".cache" / "wvlp").expanduser() / "space"
 
 
+def concurrency_limit() -> int:
+    """`$WVLP_CONCURRENCY` (default 4): how many model requests the Space serves at once."""
+    raw = os.environ.get("WVLP_CONCURRENCY") or str(DEFAULT_CONCURRENCY)
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise ValueError(f"WVLP_CONCURRENCY={raw!r} must be a whole number >= 1")
+    return limit
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write `path` through a private temp file in its folder, fsync, then rename it into place."""
+    # A unique temp name per writer (threads share a pid) and a rename on the same file system: a reader or a
+    # concurrent writer only ever sees the old file or the whole new one, and a killed writer leaves no half file.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 # ---------------------------------------------------------------- inputs
 
 
+def _too_many_pixels(name: str, file_name: str, width: int, height: int) -> InputError:
+    """The error of an image whose header declares more than `MAX_PIXELS` pixels."""
+    return InputError(f"{name}: {file_name} is {width}x{height} = {width * height:,} pixels: too many pixels "
+                      f"(the limit is {MAX_PIXELS:,})")
+
+
+def _not_an_image(name: str, path: Path, file_name: str) -> InputError:
+    """The error of a file PIL cannot parse as any supported format, naming what it looks like instead."""
+    with path.open("rb") as handle:
+        head = handle.read(512)
+    if head.startswith(b"%PDF"):
+        kind = "it is a PDF document"
+    elif head.startswith(b"PK\x03\x04"):
+        kind = "it is a ZIP archive"
+    elif head.lstrip().startswith((b"<svg", b"<?xml")):
+        kind = "it is SVG/XML text, and vector images are not supported"
+    elif head and b"\0" not in head and all(c >= 32 or c in b"\t\r\n" for c in head[:64]):
+        kind = "it is a text file"
+    else:
+        kind = f"its content is none of the supported formats ({', '.join(SUPPORTED_FORMATS)})"
+    return InputError(f"{name}: {file_name} is not a readable image: {kind}")
+
+
+def _open_image_file(path: Path, name: str, file_name: str) -> Image.Image:
+    """A decoded image file; its format and header size are checked before a single pixel is decoded."""
+    if not path.is_file():
+        raise InputError(f"{name}: file {file_name} does not exist")
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise InputError(f"{name}: {file_name}: {path.suffix or 'no extension'} is not an image type "
+                         f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+    size = path.stat().st_size
+    if size > MAX_UPLOAD_BYTES:
+        raise InputError(f"{name}: {file_name} is {size / 2**20:.1f} MB, over the "
+                         f"{MAX_UPLOAD_BYTES / 2**20:.0f} MB limit")
+    try:
+        # `formats` keeps PIL to the raster formats above (no EPS through Ghostscript, no exotic plugins).
+        pil = Image.open(path, formats=SUPPORTED_FORMATS)  # lazy: reads the header only
+    except Image.DecompressionBombError as err:
+        raise InputError(f"{name}: {file_name} has too many pixels to decode safely ({err}; "
+                         f"the limit is {MAX_PIXELS:,})") from None
+    except UnidentifiedImageError:
+        raise _not_an_image(name, path, file_name) from None
+    except OSError as err:
+        raise InputError(f"{name}: {file_name} is not a readable image ({err})") from None
+    if pil.width * pil.height > MAX_PIXELS:
+        pil.close()
+        raise _too_many_pixels(name, file_name, pil.width, pil.height)
+    try:
+        pil.load()
+    except (OSError, ValueError, SyntaxError) as err:  # PIL plugins raise all three on broken pixel data
+        raise InputError(f"{name}: {file_name} is a damaged {pil.format} image ({err})") from None
+    return pil
+
+
 def load_image(image: Any, name: str = "image") -> Image.Image:
-    """An RGB PIL image from a file path, PIL image or array; rejects other types, huge files and non-images."""
+    """An RGB PIL image from a file path, a Gradio file payload, a PIL image or an array; rejects bad input."""
     if image is None:
         raise InputError(f"no {name}: upload an image first")
-    if isinstance(image, Image.Image):
+    if isinstance(image, dict):  # the upload itself (events run with preprocess=False): {"path", "orig_name", ...}
+        if not image.get("path"):
+            raise InputError(f"no {name}: the upload carries no file")
+        path = Path(image["path"])
+        pil = _open_image_file(path, name, Path(image.get("orig_name") or path.name).name)
+    elif isinstance(image, Image.Image):
         pil = image
     elif isinstance(image, np.ndarray):
         if image.ndim not in (2, 3) or image.size == 0:
             raise InputError(f"{name}: an array of shape {image.shape} is not an image")
         pil = Image.fromarray(image.astype(np.uint8) if image.dtype != np.uint8 else image)
     elif isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        if not path.is_file():
-            raise InputError(f"{name}: file {path.name} does not exist")
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            raise InputError(f"{name}: {path.suffix or 'no extension'} is not an image type "
-                             f"({', '.join(sorted(IMAGE_SUFFIXES))})")
-        size = path.stat().st_size
-        if size > MAX_UPLOAD_BYTES:
-            raise InputError(f"{name}: {size / 2**20:.1f} MB is over the {MAX_UPLOAD_BYTES / 2**20:.0f} MB limit")
-        try:
-            pil = Image.open(path)
-            pil.load()
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
-            raise InputError(f"{name}: {path.name} is not a readable image ({err})") from None
+        pil = _open_image_file(Path(image), name, Path(image).name)
     else:
         raise InputError(f"{name}: expected an image, got {type(image).__name__}")
     if pil.width * pil.height > MAX_PIXELS:
-        raise InputError(f"{name}: {pil.width}x{pil.height} pixels is over the {MAX_PIXELS:,}-pixel limit")
+        raise _too_many_pixels(name, "the image", pil.width, pil.height)
     return pil.convert("RGB")
 
 
@@ -193,11 +281,25 @@ def load_gallery(size: int | None = None) -> Gallery:
 
 
 def _thumbnail(image: np.ndarray) -> Image.Image:
+    """A gallery image as shown: RGB, small ones enlarged (nearest neighbour) to `DISPLAY_SIZE`."""
     pil = Image.fromarray(image).convert("RGB")
     if max(pil.size) < DISPLAY_SIZE:
         scale = DISPLAY_SIZE / max(pil.size)
         pil = pil.resize((round(pil.width * scale), round(pil.height * scale)), Image.Resampling.NEAREST)
     return pil
+
+
+def save_thumbnail(image: Image.Image, folder: Path) -> Path:
+    """`image` as a PNG in `folder`, named by its content and written atomically; the file's path."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    data = buffer.getvalue()
+    path = folder / f"{hashlib.sha256(data).hexdigest()[:32]}.png"
+    # Same name, same bytes: an existing file is complete (it was renamed into place) and is reused. Gradio's own
+    # PIL-to-file path rewrites a shared name in place, which served truncated files to concurrent searches.
+    if not path.is_file():
+        atomic_write(path, lambda handle: handle.write(data))
+    return path
 
 
 # ---------------------------------------------------------------- the demo
@@ -227,6 +329,10 @@ class WVLPDemo:
         self.llm_spec = llm_spec if llm_spec is not None else json.loads(os.environ.get("WVLP_LLM") or '{"type": "local"}')
         self.cache = Path(embedding_cache) if embedding_cache is not None else cache_dir()
         self._gallery_embeddings: torch.Tensor | None = None
+        self._gallery_lock = threading.Lock()  # concurrent first searches compute and write the cache once
+        # The fast tokenizer sets padding/truncation state on each call: concurrent calls fail ("Already borrowed").
+        self._tokenizer_lock = threading.Lock()
+        self._thumbnails: Path | None = None
         self._backend: Any = None
 
     @property
@@ -247,7 +353,8 @@ class WVLPDemo:
 
     @torch.inference_mode()
     def _text_embeddings(self, texts: list[str]) -> torch.Tensor:
-        inputs = self.processor(text=texts, padding=True)
+        with self._tokenizer_lock:
+            inputs = self.processor(text=texts, padding=True)
         return self.model.get_text_features(inputs["input_ids"], inputs["attention_mask"]).pooler_output.float()
 
     def gallery_cache_file(self) -> Path:
@@ -255,18 +362,36 @@ class WVLPDemo:
         key = hashlib.sha256(f"{self.fingerprint}:{self.gallery.content_hash()}".encode()).hexdigest()[:24]
         return self.cache / f"gallery-{key}.pt"
 
+    def _read_cached_embeddings(self, path: Path) -> torch.Tensor | None:
+        """The embeddings in cache file `path` if it holds exactly the expected tensor, else None (with a warning)."""
+        try:
+            # weights_only: a cache file is data; a pickled object in it is refused, never run.
+            value = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # truncated, garbage, foreign pickle: every failure means "rebuild"
+            logger.warning("gallery embedding cache %s is unreadable (%s: %s); rebuilding it",
+                           path, type(err).__name__, str(err).partition("\n")[0])
+            return None
+        rows, dim = len(self.gallery.images), getattr(self.model.config, "embed_dim", None)
+        if not isinstance(value, torch.Tensor):
+            problem = f"holds a {type(value).__name__}, not a tensor"
+        elif value.ndim != 2 or value.shape[0] != rows or (dim is not None and value.shape[1] != dim):
+            problem = f"holds a tensor of shape {tuple(value.shape)}, not ({rows}, {dim})"
+        elif not value.is_floating_point() or not torch.isfinite(value).all():
+            problem = f"holds {value.dtype} values that are not all finite floats"
+        else:
+            return value.float()
+        logger.warning("gallery embedding cache %s %s; rebuilding it", path, problem)
+        return None
+
     def gallery_embeddings(self) -> torch.Tensor:
         """(N, D) normalised gallery embeddings, from the disk cache when this model and gallery were seen before."""
-        if self._gallery_embeddings is None:
-            path = self.gallery_cache_file()
-            if path.is_file():
-                self._gallery_embeddings = torch.load(path)
-            else:
-                embeddings = self._image_embeddings(self.gallery.images)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".tmp{os.getpid()}")
-                torch.save(embeddings, tmp)
-                os.replace(tmp, path)  # atomic: a concurrent or killed writer never leaves half a file
+        with self._gallery_lock:
+            if self._gallery_embeddings is None:
+                path = self.gallery_cache_file()
+                embeddings = self._read_cached_embeddings(path) if path.is_file() else None
+                if embeddings is None:
+                    embeddings = self._image_embeddings(self.gallery.images)
+                    atomic_write(path, lambda handle: torch.save(embeddings, handle))
                 self._gallery_embeddings = embeddings
         return self._gallery_embeddings
 
@@ -278,6 +403,17 @@ class WVLPDemo:
         top = scores.topk(k)
         return [(_thumbnail(self.gallery.images[i]), f"{self.gallery.captions[i]} · {s:.3f}")
                 for s, i in zip(top.values.tolist(), top.indices.tolist())]  # fmt: skip
+
+    def thumbnail_folder(self) -> Path:
+        """A private temp folder of this demo's thumbnail files (Gradio serves files from the temp dir)."""
+        if self._thumbnails is None:
+            self._thumbnails = Path(tempfile.mkdtemp(prefix="wvlp-thumbnails-"))
+        return self._thumbnails
+
+    def search_files(self, query: str, k: int = 8) -> list[tuple[str, str]]:
+        """`search` with each thumbnail saved as a complete PNG file: what the UI's gallery shows."""
+        folder = self.thumbnail_folder()
+        return [(str(save_thumbnail(image, folder)), caption) for image, caption in self.search(query, k)]
 
     def zero_shot(self, image: Any, class_names: str = DEFAULT_CLASSES) -> dict[str, float]:
         """Image -> probability of each class (prompt-ensemble classifier, the model's temperature)."""
@@ -295,7 +431,8 @@ class WVLPDemo:
         """Image + text -> (ITM match probability, ITC cosine similarity)."""
         pil = load_image(image)
         text = check_text(text)
-        inputs = self.processor(images=[pil], text=[text])
+        with self._tokenizer_lock:
+            inputs = self.processor(images=[pil], text=[text])
         itm = self.model.itm_score(inputs["input_ids"], inputs["attention_mask"], pixel_values=inputs["pixel_values"])
         image_embedding = self.model.get_image_features(inputs["pixel_values"]).pooler_output[0]
         text_embedding = self.model.get_text_features(inputs["input_ids"], inputs["attention_mask"]).pooler_output[0]
@@ -389,6 +526,10 @@ def build_ui(demo: WVLPDemo):
     import gradio as gr
 
     ui = _shown_as_gradio_error
+    # Model events share one pool of `WVLP_CONCURRENCY` workers; uploads arrive unprocessed (preprocess=False: Gradio
+    # would open them with PIL first and answer a bad one with a generic error) and `load_image` validates them.
+    model = {"concurrency_limit": concurrency_limit(), "concurrency_id": "model"}
+    upload = {**model, "preprocess": False}
     with gr.Blocks(title="WVLP demo") as blocks:
         gr.Markdown(f"# WVLP: vision-language pre-training without captions\nModel `{demo.model_id}` · gallery: "
                     f"{len(demo.gallery.images)} images from {demo.gallery.source}")
@@ -398,8 +539,8 @@ def build_ui(demo: WVLPDemo):
                 k = gr.Slider(1, 32, value=8, step=1, label="Top k", elem_id="search-k")
             search_button = gr.Button("Search", variant="primary", elem_id="search-button")
             gallery = gr.Gallery(label="Results (cosine similarity)", columns=8, height="auto", elem_id="search-gallery")
-            search_button.click(ui(demo.search), [query, k], gallery, api_name="search")
-            query.submit(ui(demo.search), [query, k], gallery, api_visibility="private")
+            search_button.click(ui(demo.search_files), [query, k], gallery, api_name="search", **model)
+            query.submit(ui(demo.search_files), [query, k], gallery, api_visibility="private", **model)
         with gr.Tab("Zero-shot classification", id="zero-shot"):
             with gr.Row():
                 zs_image = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard"], elem_id="zs-image")
@@ -408,7 +549,7 @@ def build_ui(demo: WVLPDemo):
                                          lines=3, elem_id="zs-classes")
                     zs_button = gr.Button("Classify", variant="primary", elem_id="zs-button")
             probabilities = gr.Label(num_top_classes=10, label="Probabilities", elem_id="zs-label")
-            zs_button.click(ui(demo.zero_shot), [zs_image, classes], probabilities, api_name="zero_shot")
+            zs_button.click(ui(demo.zero_shot), [zs_image, classes], probabilities, api_name="zero_shot", **upload)
         with gr.Tab("Image + text match", id="match"):
             with gr.Row():
                 m_image = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard"], elem_id="m-image")
@@ -417,7 +558,7 @@ def build_ui(demo: WVLPDemo):
                     m_button = gr.Button("Score", variant="primary", elem_id="m-button")
                     itm = gr.Number(label="ITM match probability", elem_id="m-itm")
                     itc = gr.Number(label="ITC cosine similarity", elem_id="m-itc")
-            m_button.click(ui(demo.match), [m_image, m_text], [itm, itc], api_name="match")
+            m_button.click(ui(demo.match), [m_image, m_text], [itm, itc], api_name="match", **upload)
         with gr.Tab("Label → descriptions", id="describe"):
             gr.Markdown("The descriptions that pre-training pairs with images are written by an LLM from the label "
                         "alone. Try it:", elem_classes="wvlp-note")
@@ -433,7 +574,7 @@ def build_ui(demo: WVLPDemo):
                 c_image = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard"])
                 c_button = gr.Button("Describe the image", variant="primary")
                 caption = gr.Textbox(label="Description")
-                c_button.click(ui(demo.describe_image), c_image, caption, api_name="describe_image")
+                c_button.click(ui(demo.describe_image), c_image, caption, api_name="describe_image", **upload)
     return blocks
 
 
