@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import HfApi, ModelCard
 
+from train.cli import USER_ERROR_STATUS
 from train.cli import main as wvlp
 from train.model_card import EvalFileError, load_eval, render_model_card
 
@@ -141,7 +142,7 @@ def test_failed_upload_then_rerun_completes_the_release(release, hub, capsys):
     hub.fail_uploads = ["model"]
     with pytest.raises(SystemExit) as exit_info:
         wvlp(cli_args(release))
-    assert exit_info.value.code == 1
+    assert exit_info.value.code == USER_ERROR_STATUS
     err = capsys.readouterr().err
     assert "model repo test-org/wvlp failed" in err and "model.safetensors" in err and "Rerun" in err
     assert TOKEN not in err

@@ -4,6 +4,11 @@
 
 1. Stage: `<staging>/model` (weights, config, remote code, processor, rendered card), `<staging>/dataset` (parquet
    shards + card), `<staging>/space` (app, requirements, Space README whose YAML points at the two other repos).
+   Each input is published from an allow-list: a file a release does not publish is refused by name, never skipped
+   and never uploaded (only caches, bytecode and the project's `.wvlp-output.json` marker are left out silently).
+   The three folders are staged aside in `<staging>.partial` and swapped in at once, so an input that lies inside a
+   previous staging (`--model out/release/model --staging out/release`) is read in full before that staging goes;
+   a `--staging` folder holding files this project did not write is refused before anything is written.
 2. Validate: the model folder loads with `AutoModel/AutoProcessor.from_pretrained(..., trust_remote_code=True)` in a
    fresh interpreter that never imports this project; every dataset config loads with `load_dataset`; each card's
    YAML parses. `--dry-run` stops here and prints what would be uploaded.
@@ -16,6 +21,8 @@
 from __future__ import annotations
 
 import argparse
+import ast
+import fnmatch
 import hashlib
 import json
 import os
@@ -25,18 +32,29 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from wvlp.safe_io import MARKER, RELEASE, STAGING, UnsafeOutputError, check_outside, check_writable, claim_dir
+from wvlp.safe_io import remove_dir, replace_dir
+
 TOKEN_ENV = "HF_TOKEN"
 REPO_TYPES = ("dataset", "model", "space")  # upload order: a repo only refers to repos uploaded before it
 SPACE_CONFIG_FILE = "wvlp_space.json"  # tells the Space app which model and dataset repo to load
 _SKIP = {"__pycache__", ".cache", ".gradio", ".ipynb_checkpoints", ".git"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+_WEIGHT_SHARD = re.compile(r"^model-\d{5}-of-\d{5}\.safetensors$")
+_MODEL_FILES = {"model.safetensors", "model.safetensors.index.json", "config.json", "generation_config.json",
+                "processor_config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json",
+                "special_tokens_map.json", "vocab.txt", "README.md"}  # fmt: skip
+_CODE_CONFIGS = ("config.json", "processor_config.json", "preprocessor_config.json", "tokenizer_config.json")
+_DATASET_FILES = {"README.md", "stats.json"}  # plus data/**/*.parquet
+_SECRETS = (".env", ".env.*", "*.pem", "id_rsa*", "*token*")  # fnmatch patterns of lower-cased file names
+MIN_VOCAB = 1000  # a real BERT-like vocabulary has tens of thousands of tokens; a placeholder one has a handful
 
 # Run by a fresh interpreter in an empty folder: proves the staged model needs nothing from this project.
 _MODEL_CHECK = textwrap.dedent(
@@ -45,9 +63,23 @@ _MODEL_CHECK = textwrap.dedent(
     import torch
     from PIL import Image
     from transformers import AutoModel, AutoProcessor
-    folder = sys.argv[1]
+    folder, min_vocab = sys.argv[1], int(sys.argv[2])
     model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
     processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    # A placeholder vocabulary loads and runs but makes the model evaluate at chance: exit 3 says what is wrong.
+    tokenizer, limit = processor.tokenizer, model.config.text_config.vocab_size
+    sentence = "a photo of a black leather shoe on a white background"
+    ids = tokenizer(sentence, add_special_tokens=False)["input_ids"]
+    problems = [text for bad, text in (
+        (len(tokenizer) < min_vocab, f"its tokenizer has only {len(tokenizer)} tokens (at least {min_vocab} expected: "
+                                     "a placeholder vocabulary? tokenizer.json may be missing)"),
+        (len(tokenizer) > limit, f"its tokenizer has {len(tokenizer)} tokens, more than the text_config.vocab_size "
+                                 f"{limit} of config.json (not the tokenizer the model was trained with)"),
+        (not ids or set(ids) == {tokenizer.unk_token_id}, f"its tokenizer turns {sentence!r} into [UNK] only"),
+    ) if bad]
+    if problems:
+        print("; ".join(problems), file=sys.stderr)
+        sys.exit(3)
     inputs = processor(images=[Image.new("RGB", (28, 28), "white")], text=["a photo of a shoe"])
     with torch.no_grad():
         image = model.get_image_features(inputs["pixel_values"]).pooler_output
@@ -90,12 +122,47 @@ class ReleasePlan:
         return "\n".join(lines)
 
 
-def _files(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+def _files(folder: Path, everything: bool = False) -> list[str]:
+    """Relative paths of the files under `folder`; unless `everything`, without caches, bytecode and the marker."""
+    names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    if everything:
+        return names
+    return [n for n in names if n != MARKER and not n.endswith(".pyc") and not _SKIP.intersection(Path(n).parts)]
 
 
-def _copy_tree(source: Path, target: Path) -> None:
-    shutil.copytree(source, target, ignore=lambda _, names: [n for n in names if n in _SKIP or n.endswith(".pyc")])
+def _copy_files(source: Path, target: Path, names: Iterable[str]) -> None:
+    for name in names:
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / name, target / name)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """The JSON object in `path`; a PublishError names the file and what is wrong with it."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise PublishError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise PublishError(f"{path} holds a JSON {type(data).__name__}, not an object")
+    return data
+
+
+def _load_card(card_class: Any, path: Path) -> Any:
+    """`card_class.load(path)`; a PublishError names the card whose YAML header does not parse."""
+    try:
+        return card_class.load(path)
+    except Exception as err:
+        raise PublishError(f"the card {path} does not parse: {err}") from err
+
+
+def _allow_listed(what: str, folder: Path, allowed: Callable[[str], bool], holds: str) -> list[str]:
+    """The files of `folder` to publish; a PublishError names every file `allowed` refuses (none is skipped)."""
+    files = _files(folder)
+    refused = [name for name in files if not allowed(name)]
+    if refused:
+        raise PublishError(f"{what} {folder} holds files a release does not publish: {', '.join(refused)}; a release "
+                           f"holds only {holds}: move the others out of {folder} and rerun")
+    return files
 
 
 def _folder_hash(folder: Path) -> str:
@@ -122,10 +189,7 @@ def _training_facts(run: Path | None) -> dict[str, Any]:
     """A few facts of the run for the card, from its `metrics.json` (absent: none)."""
     if run is None or not (run / "metrics.json").is_file():
         return {}
-    try:
-        metrics = json.loads((run / "metrics.json").read_text())
-    except json.JSONDecodeError as err:
-        raise PublishError(f"{run / 'metrics.json'} is not valid JSON: {err}") from err
+    metrics = _read_json(run / "metrics.json")
     facts = {}
     if metrics.get("config"):
         facts["config"] = Path(str(metrics["config"])).name
@@ -136,19 +200,71 @@ def _training_facts(run: Path | None) -> dict[str, Any]:
     return facts
 
 
+def _auto_map_modules(data: Any) -> set[str]:
+    """The local modules every `auto_map` in a parsed config names (`repo--module.Class` lives elsewhere)."""
+    if not isinstance(data, dict):
+        return set()
+    found: set[str] = set()
+    for key, value in data.items():
+        if key == "auto_map" and isinstance(value, dict):
+            refs = [ref for item in value.values() for ref in (item if isinstance(item, list) else [item])]
+            found |= {ref.rsplit(".", 1)[0] for ref in refs if isinstance(ref, str) and "." in ref and "--" not in ref}
+        else:
+            found |= _auto_map_modules(value)
+    return found
+
+
+def remote_code_files(folder: Path) -> set[str]:
+    """The `*.py` files the folder's auto_maps name, plus the sibling modules they import (relatively), in turn."""
+    pending = [(module, f"the auto_map of {name}") for name in _CODE_CONFIGS if (folder / name).is_file()
+               for module in sorted(_auto_map_modules(_read_json(folder / name)))]  # fmt: skip
+    found: set[str] = set()
+    while pending:
+        module, referrer = pending.pop()
+        name = module.replace(".", "/") + ".py"
+        if name in found:
+            continue
+        if not (folder / name).is_file():
+            raise PublishError(f"--model {folder}: {name} is missing (named by {referrer})")
+        found.add(name)
+        try:
+            tree = ast.parse((folder / name).read_text(), str(folder / name))
+        except (SyntaxError, UnicodeDecodeError) as err:
+            raise PublishError(f"--model {folder}: the remote code {name} does not parse: {err}") from err
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                pending += [(m, name) for m in ([node.module] if node.module else [a.name for a in node.names])]
+    return found
+
+
+def model_release_files(folder: Path) -> list[str]:
+    """The files of model folder `folder` a release publishes; any other file is refused by name, not skipped."""
+    names = {p.name for p in folder.iterdir()}
+    shards = {n for n in names if _WEIGHT_SHARD.match(n)}
+    for needed in ("model.safetensors", "configuration_wvlp.py", "modeling_wvlp.py", "processor_config.json"):
+        if needed not in names and not (needed == "model.safetensors" and shards):
+            raise PublishError(f"--model {folder}: {needed} is missing (save with WVLPModel.save_pretrained and "
+                               "WVLPProcessor.save_pretrained into the same folder)")
+    if shards and "model.safetensors.index.json" not in names:
+        raise PublishError(f"--model {folder}: model.safetensors.index.json is missing (sharded weights need it)")
+    if not {"tokenizer.json", "vocab.txt"} & names:
+        # Without them the processor falls back to a placeholder vocabulary and the model evaluates at chance.
+        raise PublishError(f"--model {folder}: tokenizer.json is missing (and there is no vocab.txt); save the "
+                           "processor with WVLPProcessor.save_pretrained into the model folder")
+    code = remote_code_files(folder)
+    return _allow_listed("--model", folder, lambda n: n in _MODEL_FILES or n in code or bool(_WEIGHT_SHARD.match(n)),
+                         "safetensors weights, config.json, generation_config.json, the remote code its auto_map "
+                         f"names ({', '.join(sorted(code))}), processor/tokenizer files and README.md")
+
+
 def stage_model(model_dir: str | os.PathLike, target: Path, model_id: str, dataset_id: str, space_id: str,
                 eval_jsons: Sequence[str | os.PathLike] = ()) -> None:
-    """Copies the model folder into `target` and writes the rendered model card as its README.md."""
+    """Copies the model folder's allow-listed files into `target` and writes the rendered model card as README.md."""
     from train.model_card import EvalFileError, render_model_card
 
     folder, run = resolve_model_folder(model_dir)
-    for needed in ("model.safetensors", "configuration_wvlp.py", "modeling_wvlp.py", "processor_config.json"):
-        if not (folder / needed).is_file() and not list(folder.glob(needed.replace(".safetensors", "*.safetensors"))):
-            raise PublishError(f"--model {folder}: {needed} is missing (save with WVLPModel.save_pretrained and "
-                               "WVLPProcessor.save_pretrained into the same folder)")
-    _copy_tree(folder, target)
-    (target / "README.md").unlink(missing_ok=True)
-    config = json.loads((folder / "config.json").read_text())
+    config = _read_json(folder / "config.json")
+    _copy_files(folder, target, [n for n in model_release_files(folder) if n != "README.md"])
     try:
         card = render_model_card(list(eval_jsons), model_id=model_id, dataset_id=dataset_id, space_id=space_id,
                                  model_config=config, training=_training_facts(run))
@@ -158,11 +274,14 @@ def stage_model(model_dir: str | os.PathLike, target: Path, model_id: str, datas
 
 
 def stage_dataset(dataset_dir: str | os.PathLike, target: Path) -> None:
-    """Copies the corpus (parquet shards + README card) into `target`."""
+    """Copies the corpus (README card, stats.json, data/**/*.parquet; any other file is refused) into `target`."""
     folder = Path(dataset_dir)
     if not (folder / "README.md").is_file() or not list(folder.rglob("*.parquet")):
         raise PublishError(f"--dataset {folder}: expected a `wvlp describe` corpus (README.md + parquet shards)")
-    _copy_tree(folder, target)
+    names = _allow_listed("--dataset", folder,
+                          lambda n: n in _DATASET_FILES or (n.startswith("data/") and n.endswith(".parquet")),
+                          "README.md, stats.json and data/**/*.parquet")  # fmt: skip
+    _copy_files(folder, target, names)
 
 
 def stage_space(space_dir: str | os.PathLike, target: Path, model_id: str, dataset_id: str) -> None:
@@ -173,8 +292,11 @@ def stage_space(space_dir: str | os.PathLike, target: Path, model_id: str, datas
     for needed in ("app.py", "README.md", "requirements.txt"):
         if not (folder / needed).is_file():
             raise PublishError(f"--space {folder}: {needed} is missing")
-    _copy_tree(folder, target)
-    card = SpaceCard.load(target / "README.md")
+    card = _load_card(SpaceCard, folder / "README.md")
+    names = _allow_listed("--space", folder,
+                          lambda n: not any(fnmatch.fnmatch(Path(n).name.lower(), p) for p in _SECRETS),
+                          "the app, its code and assets, never secrets (" + ", ".join(_SECRETS) + ")")  # fmt: skip
+    _copy_files(folder, target, names)
     card.data.models = [model_id]
     card.data.datasets = [dataset_id]
     card.save(target / "README.md")
@@ -189,8 +311,11 @@ def check_model_folder(folder: Path, timeout_s: float = 300) -> str:
         # An empty cwd and HOME and no PYTHONPATH: only the venv's packages and the staged folder are visible.
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": tmp, "HF_HUB_OFFLINE": "1",
                "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}  # fmt: skip
-        proc = subprocess.run([sys.executable, str(script), str(folder.resolve())], cwd=tmp, env=env,
-                              capture_output=True, text=True, timeout=timeout_s)  # fmt: skip
+        proc = subprocess.run([sys.executable, str(script), str(folder.resolve()), str(MIN_VOCAB)], cwd=tmp,
+                              env=env, capture_output=True, text=True, timeout=timeout_s)  # fmt: skip
+    if proc.returncode == 3:
+        problem = proc.stderr.strip().splitlines()[-1]  # after the loaders' progress bars
+        raise PublishError(f"the staged model {folder} loads but would evaluate at chance: {problem}")
     if proc.returncode != 0:
         raise PublishError(f"the staged model {folder} does not load with trust_remote_code in a fresh process:\n"
                            f"{proc.stderr.strip()[-3000:]}")
@@ -203,10 +328,7 @@ def check_dataset_folder(folder: Path) -> str:
     import datasets
     from huggingface_hub import DatasetCard
 
-    try:
-        card = DatasetCard.load(folder / "README.md")
-    except Exception as err:
-        raise PublishError(f"the dataset card {folder / 'README.md'} does not parse: {err}") from err
+    card = _load_card(DatasetCard, folder / "README.md")
     configs = [c["config_name"] for c in (card.data.to_dict().get("configs") or [])] or [None]
     counts = []
     with tempfile.TemporaryDirectory(prefix="wvlp-ds-") as cache:
@@ -223,7 +345,7 @@ def check_model_card(folder: Path, model_id: str) -> str:
     """The model card's YAML parses and declares what the Hub needs for remote-code zero-shot models."""
     from huggingface_hub import ModelCard
 
-    card = ModelCard.load(folder / "README.md")
+    card = _load_card(ModelCard, folder / "README.md")
     data = card.data.to_dict()
     problems = [f"{key} is {data.get(key)!r}" for key, value in
                 (("license", "apache-2.0"), ("library_name", "transformers"),
@@ -269,25 +391,73 @@ def repo_ids(org: str, model_name: str, dataset_name: str, space_name: str) -> d
     return {kind: f"{org}/{name}" for kind, name in names.items()}
 
 
+def _check_apart(staging: Path, sources: dict[str, Path], scratch: Sequence[Path]) -> None:
+    """Refuses a staging inside an input (it would be copied into itself) and an input inside a scratch folder."""
+    for kind, source in sources.items():
+        if source.resolve() == staging.resolve() or source.resolve() in staging.resolve().parents:
+            raise PublishError(f"--staging {staging} is or lies inside --{kind} {source}: the release would be "
+                               f"staged into its own input; choose a --staging outside it")
+        for folder in scratch:
+            check_outside(source, folder, f"--{kind}", "the scratch folder")
+
+
+def _check_carried(staging: Path, partial: Path, sources: dict[str, Path]) -> None:
+    """Refuses the swap when an input inside the old staging holds a file the new staging would not have again."""
+    for kind, source in sources.items():
+        if staging.resolve() not in source.resolve().parents:
+            continue
+        replacement = partial / source.resolve().relative_to(staging.resolve())
+        lost = [n for n in _files(source, everything=True) if not (replacement / n).is_file()]
+        if lost:
+            raise PublishError(f"--{kind} {source} lies inside --staging {staging}, which is replaced, and holds files "
+                               f"the release does not carry: {', '.join(lost)}; move them out or copy the folder "
+                               "elsewhere and publish from there")
+
+
 def stage_release(model_dir: str | os.PathLike, dataset_dir: str | os.PathLike, space_dir: str | os.PathLike,
                   repos: dict[str, str], staging: str | os.PathLike,
                   eval_jsons: Sequence[str | os.PathLike] = ()) -> ReleasePlan:
-    """Builds the three staged folders afresh (a previous staging of the same release is replaced)."""
+    """Stages the three folders in `<staging>.partial` and swaps it in for a previous staging (any other is refused).
+
+    Inputs may lie inside the previous staging: they are read in full before it is replaced, and the swap is
+    refused if one holds a file the new staging lacks. Files publish writes itself (the model and Space READMEs,
+    wvlp_space.json) are rendered again from the arguments; every other byte is copied as it is.
+    """
     staging = Path(staging)
-    staging.mkdir(parents=True, exist_ok=True)
+    try:
+        check_writable(staging, RELEASE, "--staging")
+        if staging.is_symlink():
+            raise PublishError(f"--staging {staging} is a symbolic link; give the folder it points to")
+        absolute = Path(os.path.abspath(staging))
+        partial, old = (absolute.with_name(absolute.name + suffix) for suffix in (".partial", ".old"))
+        check_writable(old, RELEASE, "the previous staging")
+        sources = {"dataset": Path(dataset_dir), "model": resolve_model_folder(model_dir)[0], "space": Path(space_dir)}
+        _check_apart(staging, sources, (partial, old))
+        remove_dir(partial, STAGING, "the scratch folder")  # left by an interrupted run
+        claim_dir(partial, STAGING, "the scratch folder")
+        try:
+            stage_dataset(dataset_dir, partial / "dataset")
+            stage_model(model_dir, partial / "model", repos["model"], repos["dataset"], repos["space"], eval_jsons)
+            stage_space(space_dir, partial / "space", repos["model"], repos["dataset"])
+            _check_carried(staging, partial, sources)
+            if (staging / "validated.json").is_file():  # keyed by content: still true for identical folders
+                shutil.copy2(staging / "validated.json", partial / "validated.json")
+            replace_dir(partial, staging, RELEASE, "--staging")
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)  # only ours, and absent after a successful swap
+    except UnsafeOutputError as err:
+        raise PublishError(str(err)) from None
     folders = {kind: staging / kind for kind in REPO_TYPES}
-    for folder in folders.values():
-        shutil.rmtree(folder, ignore_errors=True)
-    stage_dataset(dataset_dir, folders["dataset"])
-    stage_model(model_dir, folders["model"], repos["model"], repos["dataset"], repos["space"], eval_jsons)
-    stage_space(space_dir, folders["space"], repos["model"], repos["dataset"])
     return ReleasePlan(staging, repos, folders, {kind: _files(folders[kind]) for kind in REPO_TYPES})
 
 
 def validate_release(plan: ReleasePlan) -> None:
     """Runs every check; the fresh-process model load is skipped when that exact folder already passed it."""
     marker = plan.staging / "validated.json"
-    done = json.loads(marker.read_text()) if marker.is_file() else {}
+    try:
+        done = _read_json(marker) if marker.is_file() else {}
+    except PublishError:
+        done = {}  # our own record of passed checks: an unreadable one only means they run again
     model_hash = _folder_hash(plan.folders["model"])
     plan.checks["model"] = check_model_card(plan.folders["model"], plan.repos["model"])
     if done.get("model") != model_hash:
@@ -383,14 +553,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> ReleasePlan:
-    """`wvlp publish` with parsed arguments; a `PublishError` exits with its message and status 1."""
-    try:
-        return publish(args.model, args.dataset, args.space, args.org, eval_jsons=args.eval, private=args.private,
-                       dry_run=args.dry_run, staging=args.staging, model_name=args.model_name,
-                       dataset_name=args.dataset_name, space_name=args.space_name)  # fmt: skip
-    except PublishError as err:
-        print(f"wvlp publish: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
+    """`wvlp publish` with parsed arguments (the CLI turns a `PublishError` into its one-line message and status 2)."""
+    return publish(args.model, args.dataset, args.space, args.org, eval_jsons=args.eval, private=args.private,
+                   dry_run=args.dry_run, staging=args.staging, model_name=args.model_name,
+                   dataset_name=args.dataset_name, space_name=args.space_name)  # fmt: skip
 
 
 __all__ = ["PublishError", "ReleasePlan", "add_arguments", "publish", "run_from_args", "stage_release",

@@ -43,7 +43,7 @@ RUN = FolderKind(
     ("checkpoint-*", "model", "plots", "metrics.json", "trainer_state.json", ".staging", "runs", "pformer", "*.log"),
     ("metrics.json",),
 )
-RELEASE = FolderKind("release", ("model", "dataset", "space", "validated.json"), ())
+RELEASE = FolderKind("release", ("model", "dataset", "space", "validated.json"), ("validated.json",))
 # `<corpus>.partial`: a corpus being written aside, renamed into place when complete.
 STAGING = FolderKind("staging", ("README.md", "data", "stats.json", ".work"), ())
 
