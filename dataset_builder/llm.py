@@ -5,9 +5,11 @@ as soon as that request is finished, so the caller can append it to a crash-safe
 fails is reported with `GenerationResult.error` (never raised); only a backend that cannot work at all raises:
 
 - `LocalTransformersBackend` raises at construction when the model files are missing.
-- `ServerBackend` raises `BackendUnavailableError` when a request has used up its retries on connection errors or
-  timeouts while no request of the same `generate` call has received any HTTP response (the server is unreachable,
-  so every other request would fail the same way after the same retries).
+- `ServerBackend` raises `BackendUnavailableError` when its preflight `GET <base_url>/models` gets no HTTP answer
+  (connection refused after the retries, or no connection or no response within `connect_timeout_s`), and when a
+  request has used up its retries on connection errors or timeouts while no request of the same `generate` call has
+  received any HTTP response (the server is unreachable, so every other request would fail the same way after the
+  same retries).
 """
 
 from __future__ import annotations
@@ -410,10 +412,15 @@ class _CallState:
 class ServerBackend:
     """An OpenAI-compatible chat-completions server (vLLM, TGI, llama.cpp, Inference Endpoints...).
 
-    Requests run through `huggingface_hub.AsyncInferenceClient` with at most `concurrency` HTTP requests in flight,
-    a per-attempt timeout of `timeout_s` (connect to last byte), and up to `max_retries` retries with exponential
-    backoff and full jitter (honouring a numeric `Retry-After`) on connection errors, timeouts, HTTP 408/429/5xx and
-    malformed responses; any other 4xx is reported at once. The bearer token comes from `$WVLP_LLM_TOKEN` (else
+    Each `generate` call first sends a preflight `GET <base_url>/models` that must be connected within
+    `connect_timeout_s` and answered (any HTTP status will do, a 404 too) within `connect_timeout_s` more: a server
+    that is down or accepts connections without answering is reported as `BackendUnavailableError` in seconds, rather
+    than after every request's full timeouts and retries. Connection errors (e.g. refused) are retried with the
+    backoff below; a preflight timeout is not. The requests then run through `huggingface_hub.AsyncInferenceClient`
+    with at most `concurrency` HTTP requests in flight, a per-attempt timeout of `timeout_s` (connect to last byte;
+    connecting alone is bounded by `connect_timeout_s`), and up to `max_retries` retries with exponential backoff and
+    full jitter (honouring a numeric `Retry-After`) on connection errors, timeouts, HTTP 408/429/5xx and malformed
+    responses; any other 4xx is reported at once. The bearer token comes from `$WVLP_LLM_TOKEN` (else
     `$HF_TOKEN`; `token_env` renames the first) and never appears in reprs, logs or error strings. Without a token
     no Authorization header is sent (in particular not the token of `hf auth login`).
 
@@ -429,6 +436,7 @@ class ServerBackend:
         *,
         concurrency: int = 64,
         timeout_s: float = 60.0,
+        connect_timeout_s: float = 10.0,
         max_retries: int = 5,
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30.0,
@@ -445,9 +453,10 @@ class ServerBackend:
                 f"HF_HUB_OFFLINE=1 is set but base_url {base_url!r} is on the Hugging Face Hub: "
                 "unset HF_HUB_OFFLINE to use the Hub's inference router"
             )
-        if concurrency < 1 or max_retries < 0 or timeout_s <= 0:
+        if concurrency < 1 or max_retries < 0 or timeout_s <= 0 or connect_timeout_s <= 0:
             raise ValueError(
-                f"need concurrency >= 1, max_retries >= 0, timeout_s > 0; got {concurrency}, {max_retries}, {timeout_s}"
+                "need concurrency >= 1, max_retries >= 0, timeout_s > 0, connect_timeout_s > 0; got "
+                f"{concurrency}, {max_retries}, {timeout_s}, {connect_timeout_s}"
             )
         self.base_url = base_url.rstrip("/")
         self.model = model
@@ -455,6 +464,8 @@ class ServerBackend:
         self.revision = revision or self.name
         self.concurrency = concurrency
         self.timeout_s = float(timeout_s)
+        # Never longer than a whole attempt: a connection counts against the attempt's own timeout.
+        self.connect_timeout_s = min(float(connect_timeout_s), self.timeout_s)
         self.max_retries = max_retries
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
@@ -464,7 +475,8 @@ class ServerBackend:
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(base_url={self.base_url!r}, model={self.model!r}, concurrency={self.concurrency}, "
-            f"timeout_s={self.timeout_s}, max_retries={self.max_retries}, token={'set' if self._token else 'unset'})"
+            f"timeout_s={self.timeout_s}, connect_timeout_s={self.connect_timeout_s}, max_retries={self.max_retries}, "
+            f"token={'set' if self._token else 'unset'})"
         )
 
     def generate(
@@ -489,9 +501,11 @@ class ServerBackend:
         state = _CallState(asyncio.Semaphore(self.concurrency))
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         hooks = {"request": [self._check_request]}
-        async with httpx.AsyncClient(limits=limits, timeout=self.timeout_s, event_hooks=hooks) as http:
+        timeout = httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s)
+        async with httpx.AsyncClient(limits=limits, timeout=timeout, event_hooks=hooks) as http:
+            await self._preflight(http)
             # A placeholder key stops the hub from falling back to the user's stored HF token; the hook strips it.
-            client = AsyncInferenceClient(base_url=self.base_url, api_key=self._token or "none", timeout=self.timeout_s)
+            client = AsyncInferenceClient(base_url=self.base_url, api_key=self._token or "none", timeout=timeout)
             if not hasattr(client, "_async_client"):
                 raise RuntimeError("this huggingface_hub version does not let ServerBackend use its own HTTP client")
             # Our own pool: sized to `concurrency` and free of the hub session's offline-mode hook.
@@ -500,6 +514,44 @@ class ServerBackend:
                 await self._run_all(client, state, requests, on_result)
             finally:
                 await client.close()
+
+    async def _preflight(self, http: Any) -> None:
+        """GET `<base_url>/models` until any HTTP answer; raises `BackendUnavailableError` when none can come."""
+        from huggingface_hub.utils import httpx
+
+        url = f"{self.base_url}/models"
+        # Every phase (connect, send, first byte of the answer) gets the short timeout: /models answers at once on a
+        # live server even while it is busy generating, unlike a chat completion.
+        timeout = httpx.Timeout(self.connect_timeout_s)
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                # Streamed, so that the status line alone proves the server is there: the body is never read.
+                async with http.stream("GET", url, timeout=timeout):
+                    return
+            except httpx.ConnectTimeout:
+                raise BackendUnavailableError(
+                    f"{self.base_url} is unreachable: no connection within {self.connect_timeout_s:g}s (GET {url})"
+                ) from None
+            except httpx.TimeoutException:
+                # Retrying would only wait as long again: a server that accepts and stays silent is hung.
+                raise BackendUnavailableError(
+                    f"{self.base_url} is not answering: it accepted the connection but sent no response to GET {url} "
+                    f"within {self.connect_timeout_s:g}s"
+                ) from None
+            except (httpx.TransportError, ConnectionError) as err:
+                if attempts > self.max_retries:
+                    message = self._redact(f"{type(err).__name__}: {err}")
+                    raise BackendUnavailableError(
+                        f"{self.base_url} is unreachable after {attempts} attempts: {message} (GET {url})"
+                    ) from None
+            await asyncio.sleep(self._backoff_s(attempts))
+
+    def _backoff_s(self, attempts: int, retry_after: float | None = None) -> float:
+        """The wait before retry number `attempts`: full jitter, with a server's `Retry-After` as a floor."""
+        delay = random.uniform(0, min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempts - 1)))
+        return delay if retry_after is None else max(delay, min(retry_after, self.backoff_max_s))
 
     async def _run_all(
         self,
@@ -552,11 +604,7 @@ class ServerBackend:
                 last = err
             if not last.retryable or attempts > self.max_retries:
                 break
-            # Full jitter: uniform in [0, min(cap, base * 2^k)]; a server's Retry-After is a floor.
-            delay = random.uniform(0, min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempts - 1)))
-            if last.retry_after is not None:
-                delay = max(delay, min(last.retry_after, self.backoff_max_s))
-            await asyncio.sleep(delay)
+            await asyncio.sleep(self._backoff_s(attempts, last.retry_after))
         if last.transport and last.retryable and not state.any_response:
             raise BackendUnavailableError(f"{self.base_url} is unreachable after {attempts} attempts: {last}")
         error = f"{last} (after {attempts} attempt{'s' if attempts > 1 else ''})"
@@ -590,8 +638,13 @@ class ServerBackend:
             header = err.response.headers.get("retry-after", "") if err.response is not None else ""
             retry_after = float(header) if header.strip().isdigit() else None
             raise _AttemptError(self._redact(f"HTTP {status}: {err}"), retryable, retry_after=retry_after) from None
-        except (asyncio.TimeoutError, TimeoutError, httpx.TimeoutException):
-            raise _AttemptError(f"timed out after {self.timeout_s:g}s", True, transport=True) from None
+        except (asyncio.TimeoutError, TimeoutError, httpx.TimeoutException) as err:
+            # The hub wraps httpx's timeouts in its own InferenceTimeoutError: look for a connect timeout beneath.
+            if isinstance(err, httpx.ConnectTimeout) or isinstance(err.__cause__, httpx.ConnectTimeout):
+                message = f"no connection within {self.connect_timeout_s:g}s"
+            else:
+                message = f"timed out after {self.timeout_s:g}s"
+            raise _AttemptError(message, True, transport=True) from None
         except (httpx.UnsupportedProtocol, httpx.InvalidURL, _ForeignOriginError) as err:
             raise _AttemptError(self._redact(f"{type(err).__name__}: {err}"), False) from None
         except (httpx.TransportError, ConnectionError) as err:
@@ -617,8 +670,8 @@ class ServerBackend:
 
 _LOCAL_KEYS = {"model", "batch_size", "cache_dir", "revision", "device"}
 _SERVER_KEYS = {
-    "base_url", "model", "concurrency", "timeout_s", "max_retries", "backoff_base_s", "backoff_max_s", "token_env",
-    "revision",
+    "base_url", "model", "concurrency", "timeout_s", "connect_timeout_s", "max_retries", "backoff_base_s",
+    "backoff_max_s", "token_env", "revision",
 }  # fmt: skip
 
 

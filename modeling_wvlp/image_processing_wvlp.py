@@ -16,7 +16,7 @@ from typing import Any, TypedDict
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
 from transformers.image_processing_base import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
 
@@ -96,6 +96,14 @@ def _describe(image: Any) -> str:
     return f"object of type {type(image).__name__}"
 
 
+def _upright(image: Image.Image) -> Image.Image:
+    """`image` turned by its EXIF orientation, as `transformers.image_utils.load_image` does (itself when upright)."""
+    # exif_transpose copies even an upright image: read the tag first so that most inputs are not copied.
+    if image.getexif().get(ExifTags.Base.Orientation, 1) == 1:
+        return image
+    return ImageOps.exif_transpose(image)
+
+
 def _composite_on_white(rgba: Image.Image) -> Image.Image:
     white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     return Image.alpha_composite(white, rgba).convert("RGB")
@@ -115,6 +123,8 @@ class WVLPImageProcessor(BaseImageProcessor):
       uint16 (`v >> 8`), bool or float (values in [0, 1], rounded to 0..255).
     - torch tensors HxW or CxHxW (C in 1, 2, 3, 4), channels first, with the same dtypes (float16/bfloat16 too).
     - a file path (`str` or `pathlib.Path`), opened with PIL.
+
+    PIL images and files are first turned upright by their EXIF orientation, like `transformers.image_utils.load_image`.
 
     A bad image raises a `ValueError` that names its index in the batch and what is wrong with it.
 
@@ -228,10 +238,10 @@ class WVLPImageProcessor(BaseImageProcessor):
     def _to_rgb(self, image: Any, index: int, do_convert_rgb: bool) -> Image.Image:
         where = f"image {index} ({_describe(image)})"
         if isinstance(image, (str, os.PathLike)):
-            return self._from_pil(self._open(image, where), where, do_convert_rgb)
+            return self._from_pil(_upright(self._open(image, where)), where, do_convert_rgb)
         if isinstance(image, Image.Image):
             try:
-                return self._from_pil(image, where, do_convert_rgb)
+                return self._from_pil(_upright(image), where, do_convert_rgb)
             except OSError as err:  # lazily loaded PIL images decode here (truncated data, ...)
                 raise ValueError(f"{where}: cannot decode the image: {err}") from err
         if isinstance(image, np.ndarray):

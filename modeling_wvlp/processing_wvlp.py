@@ -1,15 +1,64 @@
 """Processor of WVLP: the image processor plus the BERT (uncased MiniLM) tokenizer of the text tower.
 
-This file is shipped next to saved models for `trust_remote_code` loading, so it imports only transformers and
-the sibling `image_processing_wvlp` (relative import, copied along by `save_pretrained`).
+This file is shipped next to saved models for `trust_remote_code` loading, so it imports only the standard library,
+transformers and the sibling `image_processing_wvlp` (relative import, copied along by `save_pretrained`).
 """
 
+import json
+import os
+
 from transformers import BatchFeature
+from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
 from transformers.processing_utils import ProcessorMixin
+from transformers.utils import cached_file
 
 from .image_processing_wvlp import WVLPImageProcessor
 
 DEFAULT_MAX_LENGTH = 64
+
+# What `save_pretrained` writes for the fast BERT tokenizer of transformers 5, and the vocabulary of a slow one (from
+# which the fast tokenizer can be rebuilt too). With neither, transformers silently builds a BERT tokenizer holding
+# only its 5 special tokens, so every word becomes [UNK] and the model scores at chance.
+_TOKENIZER_FILE = "tokenizer.json"
+_VOCAB_FILE = "vocab.txt"
+_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "token")
+
+
+def _find_file(path: "str | os.PathLike", filename: str, subfolder: str, hub_kwargs: dict) -> str | None:
+    """The local path of `filename` in the folder or Hub repo `path`, or None when it has no such file."""
+    return cached_file(
+        path,
+        filename,
+        subfolder=subfolder,
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+        **hub_kwargs,
+    )
+
+
+def _check_tokenizer_files(path: "str | os.PathLike", subfolder: str = "", **kwargs) -> None:
+    """Raises `FileNotFoundError` naming the folder and file when `path` holds no tokenizer vocabulary."""
+    hub_kwargs = {key: kwargs[key] for key in _HUB_KWARGS if key in kwargs}
+    if any(_find_file(path, name, subfolder, hub_kwargs) for name in (_TOKENIZER_FILE, _VOCAB_FILE)):
+        return
+    config_file = _find_file(path, "tokenizer_config.json", subfolder, hub_kwargs)
+    tokenizer_class = None
+    if config_file is not None:
+        with open(config_file, encoding="utf-8") as f:
+            class_name = json.load(f).get("tokenizer_class")
+        tokenizer_class = tokenizer_class_from_name(class_name) if class_name else None
+    # A slow tokenizer class (no tokenizer_file among its files) reads vocab.txt; anything else wants tokenizer.json.
+    slow = tokenizer_class is not None and "tokenizer_file" not in getattr(tokenizer_class, "vocab_files_names", {})
+    missing = _VOCAB_FILE if slow else _TOKENIZER_FILE
+    folder = os.path.join(os.fspath(path), subfolder) if subfolder else os.fspath(path)
+    raise FileNotFoundError(
+        f"cannot load the WVLP tokenizer from {folder!r}: it has no {missing}"
+        + ("" if slow else f" (nor {_VOCAB_FILE})")
+        + ("" if os.path.isdir(folder) else " or it could not be downloaded")
+        + "; the tokenizer cannot be rebuilt without it"
+        + ("" if slow else " (transformers would silently build a 5-token vocabulary, every word becoming [UNK])")
+        + f". Copy {missing} back from where the processor was saved, or save it again with processor.save_pretrained"
+    )
 
 
 class WVLPProcessor(ProcessorMixin):
@@ -89,6 +138,7 @@ class WVLPProcessor(ProcessorMixin):
         image_processor = WVLPImageProcessor.from_pretrained(
             pretrained_model_name_or_path, subfolder=subfolder, **kwargs
         )
+        _check_tokenizer_files(pretrained_model_name_or_path, subfolder=subfolder, **kwargs)
         tokenizer = cls._load_tokenizer_from_pretrained(
             "tokenizer", pretrained_model_name_or_path, subfolder=subfolder, **kwargs
         )
