@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from wvlp.config_check import check_fields
+from wvlp.config_check import at_least, between, check_section, field_hints
 from wvlp.safe_io import CORPUS, STAGING, ProcessLock, check_outside, check_writable
 
 from .dataset import write_corpus
@@ -63,19 +63,16 @@ def load_describe_config(path: str | Path | None, overrides: dict[str, Any] | No
             raise ValueError(f"describe config {path} must be a mapping of keys to values, not a "
                              f"{type(raw).__name__}")
     raw = {**raw, **(overrides or {})}
-    known = {f.name for f in dataclasses.fields(DescribeConfig)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ValueError(f"unknown key(s) in the describe config: {', '.join(unknown)}")
+    fields = {f.name for f in dataclasses.fields(DescribeConfig)}
     try:
-        return DescribeConfig(**check_fields(DescribeConfig, raw, "", _RANGES))
+        return DescribeConfig(**check_section("", raw, fields, field_hints(DescribeConfig), _RULES))
     except ValueError as err:
         raise ValueError(f"describe config {path or '(defaults)'}: {err}") from None
 
 
-_RANGES = {
-    "samples_per_prompt": (1, None), "heldout_fraction": (0, 1, "exclusive"), "max_images_per_split": (1, None),
-    "text_max_length": (2, None), "num_proc": (1, None),
+_RULES = {
+    "samples_per_prompt": at_least(1), "heldout_fraction": between(0, 1), "max_images_per_split": at_least(1),
+    "text_max_length": at_least(2), "num_proc": at_least(1),
 }  # fmt: skip
 
 

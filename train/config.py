@@ -1,12 +1,19 @@
-"""Run configuration: one YAML file (model, data, run, lora, training sections) plus `--set key=value` overrides."""
+"""Run configuration: one YAML file (model, data, run, lora, training sections) plus `--set key=value` overrides.
+
+Every value is checked against its field's annotated type and allowed range when the file is read, so a typo fails
+in a second with a message naming `section.field` and the value, not after the corpus, the model and an evaluation.
+"""
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from transformers import TrainingArguments
+
+from wvlp.config_check import Rule, above, at_least, check_section, each, field_hints, fraction, one_of
 
 
 @dataclass
@@ -89,6 +96,95 @@ class RunConfig:
 SECTIONS = {"model": ModelArgs, "data": DataArgs, "run": RunArgs, "lora": LoraArgs, "pformer": PFormerArgs}
 
 
+def zero_shot_template(value: str) -> str | None:
+    """A prompt template with one `{}` that the class name fills."""
+    try:
+        filled = value.format("class name")
+    except (IndexError, KeyError, ValueError):
+        filled = value
+    return None if filled != value else "must be a template with one {} where the class name goes"
+
+
+def seed_range(value: int) -> str | None:
+    """A seed numpy accepts."""
+    return None if 0 <= value < 2**32 else "must be in [0, 2**32)"
+
+
+# Ranges of the numeric fields where one is meaningful (None values of Optional fields are not checked).
+RULES: dict[str, Rule] = {
+    "model.kind": one_of("wvlp", "pformer"),
+    "model.init": one_of("default", "tiny", "pretrained", "paper"),
+    "model.image_size": at_least(1),
+    "data.max_length": at_least(2),  # [CLS] and [SEP] at least
+    "data.knowledge_max_length": at_least(2),
+    "data.lm_max_length": at_least(2),
+    "data.num_knowledge": at_least(0),
+    "data.mlm_probability": fraction,
+    "data.teacher_temperature": above(0),
+    "data.max_train_samples": at_least(1),
+    "data.max_eval_samples": at_least(1),
+    "data.augment.color_jitter": at_least(0),
+    "run.alpha_warmup_steps": at_least(0),
+    "run.zero_shot_every": at_least(0),
+    "run.zero_shot_templates": each(zero_shot_template),
+    "lora.r": at_least(1),
+    "lora.alpha": at_least(1),
+    "lora.dropout": fraction,
+    "lora.towers": each(one_of("text", "fusion", "vision")),
+    "pformer.sources": each(one_of("descriptions", "knowledge")),
+    "pformer.lm_max_length": at_least(2),
+    "pformer.max_eval_sentences": at_least(1),
+    "training.output_dir": lambda value: None if value.strip() else "must not be empty",
+    "training.learning_rate": above(0),
+    "training.per_device_train_batch_size": at_least(1),
+    "training.per_device_eval_batch_size": at_least(1),
+    "training.gradient_accumulation_steps": at_least(1),
+    "training.max_steps": lambda value: None if value == -1 or value >= 1 else "must be >= 1 (or -1: num_train_epochs)",
+    "training.num_train_epochs": above(0),
+    "training.warmup_steps": at_least(0),  # below 1: a fraction of the training steps
+    "training.weight_decay": at_least(0),
+    "training.max_grad_norm": at_least(0),
+    "training.adam_beta1": fraction,
+    "training.adam_beta2": fraction,
+    "training.adam_epsilon": above(0),
+    "training.logging_steps": above(0),  # below 1: a fraction of the training steps
+    "training.save_steps": above(0),
+    "training.eval_steps": above(0),
+    "training.save_total_limit": at_least(1),
+    "training.seed": seed_range,
+    "training.data_seed": seed_range,
+    "training.dataloader_num_workers": at_least(0),
+}
+
+
+def _plain_scalar(annotation: Any) -> bool:
+    """int, float or bool, possibly Optional: the TrainingArguments fields whose type can be checked generically."""
+    args = [arg for arg in typing.get_args(annotation) if arg is not type(None)] or [annotation]
+    return len(args) == 1 and args[0] in (bool, int, float)
+
+
+def _build_section(name: str, cls: type, values: Any) -> Any:
+    """The dataclass section `name` from its checked values (and `data.augment` checked against AugmentConfig)."""
+    checked = check_section(name, values, {f.name for f in dataclasses.fields(cls)}, field_hints(cls), RULES)
+    if name == "data" and "augment" in checked:
+        from train.collator import AugmentConfig  # lazily: the collator imports the model package
+
+        fields = {f.name for f in dataclasses.fields(AugmentConfig)}
+        checked["augment"] = check_section("data.augment", checked["augment"], fields, field_hints(AugmentConfig), RULES)
+    return cls(**checked)
+
+
+def _build_training(values: Any) -> TrainingArguments:
+    """TrainingArguments with its int/float/bool fields and output_dir checked first, plus this project's defaults."""
+    hints = {k: v for k, v in field_hints(TrainingArguments).items() if _plain_scalar(v) or k == "output_dir"}
+    training = check_section("training", values, {f.name for f in dataclasses.fields(TrainingArguments)}, hints, RULES)
+    training.setdefault("output_dir", "out/run")
+    # The collator needs image/label/image_id, which the Trainer would drop as "unused" by the model's forward.
+    training.setdefault("remove_unused_columns", False)
+    training.setdefault("report_to", "none")
+    return TrainingArguments(**training)
+
+
 def _parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
         raise ValueError(f"--set {item!r}: expected key=value, e.g. --set training.max_steps=10")
@@ -102,41 +198,36 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         path, value = _parse_override(item)
         node = raw
         for part in path[:-1]:
-            node = node.setdefault(part, {})
+            if node.get(part) is None:  # absent, or an empty YAML section (`data:`)
+                node[part] = {}
+            node = node[part]
             if not isinstance(node, dict):
                 raise ValueError(f"--set {item!r}: {part} is not a section")
         node[path[-1]] = value
     return raw
 
 
-def _build_section(name: str, cls: type, values: dict) -> Any:
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown key(s) in section '{name}': {', '.join(f'{name}.{k}' for k in unknown)}")
-    return cls(**values)
-
-
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
-    """Reads the YAML file, applies overrides and validates every key (an unknown key is an error naming it)."""
+    """Reads the YAML file, applies overrides and validates every key, type and range (ValueError naming the field)."""
     raw = {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} not found")
-        raw = yaml.safe_load(path.read_text()) or {}
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ValueError(f"config file {path} is not valid YAML: {err}") from None
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            expected = ", ".join([*SECTIONS, "training"])
+            raise ValueError(f"config file {path}: expected a mapping of sections ({expected}), not a {type(raw).__name__}")
     raw = apply_overrides(raw, overrides or [])
-    unknown = sorted(set(raw) - set(SECTIONS) - {"training"})
+    unknown = sorted(str(name) for name in set(raw) - set(SECTIONS) - {"training"})
     if unknown:
         raise ValueError(f"unknown section(s) {unknown}; expected {sorted(SECTIONS) + ['training']}")
-    sections = {name: _build_section(name, cls, raw.get(name) or {}) for name, cls in SECTIONS.items()}
-    training = dict(raw.get("training") or {})
-    training.setdefault("output_dir", "out/run")
-    # The collator needs image/label/image_id, which the Trainer would drop as "unused" by the model's forward.
-    training.setdefault("remove_unused_columns", False)
-    training.setdefault("report_to", "none")
-    known = {f.name for f in dataclasses.fields(TrainingArguments)}
-    unknown = sorted(set(training) - known)
-    if unknown:
-        raise ValueError(f"unknown key(s) in section 'training': {', '.join('training.' + k for k in unknown)}")
-    return RunConfig(training=TrainingArguments(**training), source=str(path or ""), **sections)
+    sections = {name: _build_section(name, cls, raw.get(name)) for name, cls in SECTIONS.items()}
+    if sections["model"].kind == "pformer" and sections["model"].init == "paper":
+        raise ValueError("model.init='paper': a P-Former run (model.kind: pformer) takes default, tiny or pretrained")
+    return RunConfig(training=_build_training(raw.get("training")), source=str(path or ""), **sections)

@@ -11,7 +11,6 @@ Every stage is the public entry point a user would call (`run_describe`, `train.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,6 +67,7 @@ def run_demo(output: str | Path = "out/fashion-mnist", scale: str = "full", org:
     from train.publish import repo_ids, stage_release, validate_release
     from train.report import write_report
     from train.run import train
+    from wvlp.safe_io import RUN, remove_dir
 
     plan, out = SCALES[scale], Path(output)
     corpus, run_dir, eval_dir = out / "corpus", out / "run", out / "eval"
@@ -77,7 +77,7 @@ def run_demo(output: str | Path = "out/fashion-mnist", scale: str = "full", org:
 
     overrides = [f"data.path={corpus}", f"training.output_dir={run_dir}", *plan.train]
     train_config = load_config(TRAIN_CONFIG, overrides)
-    shutil.rmtree(run_dir, ignore_errors=True)  # a demo run starts afresh; `wvlp train --resume` continues one
+    remove_dir(run_dir, RUN, "the demo's run folder")  # a demo run starts afresh; `wvlp train --resume` continues one
     metrics = _timed("pre-train (fashion-mnist.yaml)", timings, lambda: train(train_config))
 
     model_dir = run_dir / "model"

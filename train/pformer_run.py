@@ -25,7 +25,8 @@ from modeling_wvlp.pretrained_assets import minilm_path
 from train.collator import lm_sentence_tokens
 from train.config import ModelArgs, RunConfig
 from train.plots import plot_loss_curves
-from train.trainer import NonFiniteLossError, WVLPTrainer
+from train.trainer import NonFiniteLossError, WVLPTrainer, open_run_folder
+from wvlp.safe_io import atomic_write_text
 
 TINY_TEXT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                  max_position_embeddings=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
@@ -167,6 +168,7 @@ def sentence_perplexity(pformer: PFormerModel, collator: PFormerCollator, senten
 def train_pformer(config: RunConfig, resume: str | bool | None = None) -> dict:
     """Runs one text-only P-Former job; returns the metrics it also writes to `metrics.json`."""
     args, pargs = config.training, config.pformer
+    checkpoint = open_run_folder(args, resume)
     torch.set_flush_denormal(True)
     set_seed(args.seed)
     text_tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))
@@ -180,7 +182,7 @@ def train_pformer(config: RunConfig, resume: str | bool | None = None) -> dict:
     trainer = PFormerTrainer(model=model, args=args, data_collator=collator,
                              train_dataset=datasets.Dataset.from_dict({"text": train_sentences}))
     before = sentence_perplexity(model, collator, eval_sentences)
-    result = trainer.train(resume_from_checkpoint=resume)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = {"config": config.source, "kind": "pformer", "train": result.metrics,
                "train_sentences": len(train_sentences), "eval_sentences": len(eval_sentences),
                "heldout_perplexity_before": before, "heldout_perplexity_after": sentence_perplexity(model, collator, eval_sentences)}
@@ -194,7 +196,7 @@ def train_pformer(config: RunConfig, resume: str | bool | None = None) -> dict:
         text_tokenizer.save_pretrained(out / "model")
         trainer.save_state()
         metrics["plots"] = [str(p) for p in plot_loss_curves(trainer.state.log_history, out / "plots")]
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
 
 

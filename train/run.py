@@ -40,7 +40,8 @@ from train.collator import AugmentConfig, DescriptionPool, DistillationCollator
 from train.config import DataArgs, ModelArgs, RunConfig, load_config
 from train.lora import apply_lora, merged_student
 from train.plots import plot_loss_curves
-from train.trainer import WVLPTrainer
+from train.trainer import WVLPTrainer, open_run_folder
+from wvlp.safe_io import atomic_write_text
 
 IMAGE_COLUMNS = {"image", "label", "image_id"}
 TINY_TEXT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
@@ -166,8 +167,13 @@ def config_hash(config: RunConfig) -> str:
 
 
 def train(config: RunConfig, resume: str | bool | None = None) -> dict:
-    """Runs one pre-training job; returns the metrics it also writes to `metrics.json`."""
+    """Runs one pre-training job; returns the metrics it also writes to `metrics.json`.
+
+    The run folder is checked first (a folder of someone else's files is refused before anything loads) and the
+    checkpoint to resume from is resolved (a broken newest one is skipped with a warning).
+    """
     args = config.training
+    checkpoint = open_run_folder(args, resume)
     # Tiny activations of a freshly initialised conv tower can turn denormal, which is very slow on CPU.
     torch.set_flush_denormal(True)
     set_seed(args.seed)
@@ -231,7 +237,7 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
         alpha_warmup_steps=config.run.alpha_warmup_steps,
     )
     before = evaluate(merged_student(model).eval()) if trainer.is_world_process_zero() else {}
-    result = trainer.train(resume_from_checkpoint=resume)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = {"config": config.source, "config_hash": config_hash(config), "train": result.metrics}
     if trainer.is_world_process_zero():
         out = Path(args.output_dir)
@@ -241,7 +247,7 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
         processor.save_pretrained(out / "model")
         trainer.save_state()
         metrics["plots"] = [str(p) for p in plot_loss_curves(trainer.state.log_history, out / "plots")]
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
 
 
@@ -265,4 +271,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from train.cli import run_command
+
+    run_command("train/run.py", main)

@@ -40,7 +40,8 @@ class FolderKind:
 CORPUS = FolderKind("corpus", ("README.md", "data", "stats.json"), ("README.md", "data"))
 RUN = FolderKind(
     "run",
-    ("checkpoint-*", "model", "plots", "metrics.json", "trainer_state.json", ".staging", "runs", "pformer", "*.log"),
+    ("checkpoint-*", "model", "language_model", "plots", "metrics.json", "trainer_state.json", ".staging", "runs",
+     "*.log"),
     ("metrics.json",),
 )
 RELEASE = FolderKind("release", ("model", "dataset", "space", "validated.json"), ("validated.json",))
