@@ -15,7 +15,6 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from dataset_builder.dataset import split_heldout
 from dataset_builder.describe import GenerationCache, generate_descriptions, generation_key
 from dataset_builder.pipeline import DescribeConfig, load_describe_config, run_describe
 from dataset_builder.prompts import PromptTemplate
@@ -251,6 +250,8 @@ def test_every_class_gets_held_out_descriptions_or_the_run_fails(tmp_path, serve
         assert sorted(set(descriptions[split]["class_name"])) == ["bag", "boot", "coat"], split
     with pytest.raises(ValueError, match=r"heldout_fraction=0: must be in \(0, 1\)"):
         load_describe_config(None, {"heldout_fraction": 0})
+    from dataset_builder.dataset import split_heldout
+
     single = [{"description_id": f"d{i}", "class_id": f"c{i}"} for i in range(3)]
     with pytest.raises(ValueError, match="no description is held out"):
         split_heldout(single, 0.5)
