@@ -2,10 +2,9 @@
 
 import pytest
 import torch
-from conftest import tiny_batch, tiny_config_kwargs
-from test_pformer import tiny_lm, tiny_pformer
 
 from modeling_wvlp import WVLPConfig, WVLPForPreTraining, WVLPModel
+from tests.helpers import tiny_batch, tiny_config_kwargs, tiny_lm, tiny_pformer
 
 torch.set_flush_denormal(True)
 BRIDGE = dict(prompt_bridge=True, bridge_num_prompts=4, bridge_num_layers=1, bridge_prompt_dim=32)

@@ -23,9 +23,10 @@ from dataset_builder.describe import (
     request_seed,
     write_stats,
 )
-from dataset_builder.llm import GenerationResult, ServerBackend
+from dataset_builder.llm import ServerBackend
 from dataset_builder.prompts import PromptTemplate, load_prompts, render, render_user_prompt
 from dataset_builder.sources import FashionMNISTSource
+from tests.helpers import EchoBackend
 from tests.openai_server import OpenAIStubServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,23 +43,6 @@ def classes():
 @pytest.fixture(scope="module")
 def prompts():
     return load_prompts()
-
-
-class EchoBackend:
-    """A tiny in-process backend: answers each request with its key, logs what it was asked."""
-
-    name, revision = "echo", "v1"
-
-    def __init__(self, fail: set[str] = frozenset()):
-        self.fail, self.requested = set(fail), []
-
-    def generate(self, requests, on_result):
-        for request in requests:
-            self.requested.append(request)
-            if request.key in self.fail:
-                on_result(GenerationResult(request.key, None, error="injected failure"))
-            else:
-                on_result(GenerationResult(request.key, f"A description for {request.key}."))
 
 
 def lines_of(path: Path) -> list[bytes]:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.distributed_worker import GLOBAL_BATCH, build_model, run_steps
-from tests.conftest import tiny_batch
+from tests.helpers import tiny_batch
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -4,27 +4,12 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_config_kwargs
 
 from dataset_builder.template_corpus import write_template_corpus
 from train.cli import main
 
 RETRIEVAL_KEYS = {"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum",
                   "i2t_mean_rank", "i2t_median_rank", "t2i_mean_rank", "t2i_median_rank"}
-
-
-@pytest.fixture(scope="module")
-def saved_model(tmp_path_factory):
-    from modeling_wvlp import WVLPConfig, WVLPModel, build_default_processor
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("model")
-    processor = build_default_processor(32)
-    kwargs = tiny_config_kwargs()
-    kwargs["text_config"] = {**kwargs["text_config"], "vocab_size": len(processor.tokenizer)}
-    WVLPModel(WVLPConfig(**kwargs)).save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
 
 
 def test_wvlp_evaluate_writes_the_eval_json(saved_model, tmp_path, capsys):

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config_kwargs
 from PIL import Image
 
 from dataset_builder.fashion_mnist import CLASS_NAMES
@@ -23,6 +22,7 @@ from evaluation.zero_shot import (
     zero_shot_accuracy,
     zero_shot_metrics,
 )
+from tests.helpers import tiny_config_kwargs
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from dataset_builder.template_corpus import write_template_corpus
-from tests.test_eval_cli import saved_model  # noqa: F401  (fixture)
-from tests.test_faults_describe import tree
+from tests.helpers import tree
 from train.cli import USER_ERROR_STATUS, is_user_error, main, run_command
 from wvlp.safe_io import RUN, UnsafeOutputError, check_writable
 
@@ -72,7 +71,7 @@ def test_is_user_error_looks_at_where_the_error_was_raised():
 
 
 @pytest.mark.parametrize("count", ["0", "-3"])
-def test_evaluate_refuses_a_non_positive_image_count(saved_model, tmp_path, capsys, count):  # noqa: F811
+def test_evaluate_refuses_a_non_positive_image_count(saved_model, tmp_path, capsys, count):
     corpus = write_template_corpus(tmp_path / "corpus", images_per_split=4)
     with pytest.raises(SystemExit) as exit_info:
         main(["evaluate", "--model", str(saved_model), "--data", str(corpus), "--max-images", count])
@@ -80,7 +79,7 @@ def test_evaluate_refuses_a_non_positive_image_count(saved_model, tmp_path, caps
     assert f"wvlp evaluate: max_images={count}: must be a positive integer" in capsys.readouterr().err
 
 
-def test_evaluate_never_overwrites_files_it_did_not_write(saved_model, tmp_path):  # noqa: F811
+def test_evaluate_never_overwrites_files_it_did_not_write(saved_model, tmp_path):
     corpus = write_template_corpus(tmp_path / "corpus", images_per_split=8)
     precious = tmp_path / "results"
     precious.mkdir()

@@ -1,7 +1,6 @@
 """Fault battery of `wvlp describe`: folders it must never destroy, a shared cache, stale or moved data, bad images,
 bad labels, bad class names and bad config values. Every run goes through a real loopback LLM server."""
 
-import hashlib
 import io
 import json
 import subprocess
@@ -19,9 +18,8 @@ from dataset_builder.describe import GenerationCache, generate_descriptions, gen
 from dataset_builder.pipeline import DescribeConfig, load_describe_config, run_describe
 from dataset_builder.prompts import PromptTemplate
 from dataset_builder.sources import FashionMNISTSource
+from tests.helpers import EchoBackend, make_images, png_bytes, save_hf, tree
 from tests.openai_server import OpenAIStubServer
-from tests.test_describe import EchoBackend
-from tests.test_sources import png_bytes, save_hf
 from wvlp.safe_io import MARKER, LockHeldError, UnsafeOutputError
 
 SHAPE = PromptTemplate("shape", "Describe the {label}.", "appearance")
@@ -30,20 +28,6 @@ PROMPTS = textwrap.dedent("""
       - {id: shape, aspect: appearance, template: "Describe the shape of the {label}."}
       - {id: parts, aspect: parts, template: "What are the parts of the {label}?"}
 """)
-
-
-def tree(folder: Path) -> dict[str, str]:
-    """Every file under `folder` (relative path -> SHA-256): what a run must leave exactly as it was."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
-
-
-def make_images(root: Path, classes: dict[str, int], value: int = 40) -> Path:
-    for offset, (name, count) in enumerate(classes.items()):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(count):
-            (root / name / f"img{i}.png").write_bytes(png_bytes(value + 10 * offset + i))
-    return root
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import pytest
 
 from dataset_builder.llm import BackendUnavailableError, GenerationRequest, GenerationResult, ServerBackend, build_backend
+from tests.helpers import chat, run
 from tests.openai_server import OpenAIStubServer, last_user_message
-from tests.test_llm_backends import chat, run, token  # noqa: F401 (fixture)
 
 
 @dataclass

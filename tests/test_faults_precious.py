@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import yaml
 
+from tests.helpers import cli_args, make_images, tree
 from tests.openai_server import OpenAIStubServer
-from tests.test_faults_describe import make_images, tree
-from tests.test_publish import cli_args, hub, release  # noqa: F401  (fixtures)
 from train.cli import USER_ERROR_STATUS, main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +64,7 @@ def test_training_leaves_a_precious_output_folder_alone(tmp_path, precious, caps
         assert tree(precious) == before
 
 
-def test_evaluate_leaves_a_precious_folder_alone(tmp_path, precious, capsys, release):  # noqa: F811
+def test_evaluate_leaves_a_precious_folder_alone(tmp_path, precious, capsys, release):
     before = tree(precious)
     model, corpus = release["run"] / "model", release["corpus"]
     for out in ("stats.json", "metrics.json", "model/config.json"):
@@ -82,7 +81,7 @@ def test_evaluate_leaves_a_precious_folder_alone(tmp_path, precious, capsys, rel
 
 
 @pytest.mark.parametrize("mode", ["dry-run", "upload"])
-def test_publish_leaves_a_precious_staging_folder_alone(precious, capsys, release, hub, mode):  # noqa: F811
+def test_publish_leaves_a_precious_staging_folder_alone(precious, capsys, release, hub, mode):
     before = tree(precious)
     args = cli_args(release, *(["--dry-run"] if mode == "dry-run" else []))
     args[args.index("--staging") + 1] = str(precious)

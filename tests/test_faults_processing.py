@@ -14,7 +14,7 @@ from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegac
 
 from modeling_wvlp.pretrained_assets import minilm_path
 from modeling_wvlp.processing_wvlp import WVLPProcessor, register_processor_auto_classes
-from tests.test_processing import _CHILD, _pil_inputs, ip, processor, pv, rgb_u8  # noqa: F401 (fixtures)
+from tests.helpers import CHILD, pil_inputs, pv, rgb_u8
 
 ORIENTATION = 0x0112
 CAPTIONS = ["a red summer dress", "running shoes for men"]
@@ -34,13 +34,13 @@ def saved(processor, tmp_path):
 
 
 def _auto_processor_child(folder: pathlib.Path, tmp_path: pathlib.Path) -> subprocess.CompletedProcess:
-    """test_processing's fresh-interpreter child (AutoProcessor, trust_remote_code, no modeling_wvlp) on `folder`."""
+    """The fresh-interpreter child `CHILD` (AutoProcessor, trust_remote_code, no modeling_wvlp) on `folder`."""
     image = tmp_path / "image.png"
     Image.fromarray(rgb_u8()).save(image)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "hf_modules"), TOKENIZERS_PARALLELISM="false")
     return subprocess.run(
-        [sys.executable, "-c", _CHILD, str(folder), str(image), json.dumps(CAPTIONS), str(tmp_path / "child.pt")],
+        [sys.executable, "-c", CHILD, str(folder), str(image), json.dumps(CAPTIONS), str(tmp_path / "child.pt")],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
 
@@ -143,9 +143,9 @@ def test_orientation_does_not_change_the_callers_image(ip, tmp_path):
     assert torch.equal(pv(ip, image), first)
 
 
-@pytest.mark.parametrize("name", list(_pil_inputs()))
+@pytest.mark.parametrize("name", list(pil_inputs()))
 def test_every_pil_mode_with_an_orientation(ip, name):
-    image, plain = _pil_inputs()[name], _pil_inputs()[name]
+    image, plain = pil_inputs()[name], pil_inputs()[name]
     image.getexif()[ORIENTATION] = 6
     rotated = plain.transpose(Image.Transpose.ROTATE_270)
     assert not torch.equal(pv(ip, rotated), pv(ip, plain)), name  # the rotation is visible in the output

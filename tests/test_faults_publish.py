@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_publish import TOKEN, cli_args, hub, release  # noqa: F401  (fixtures, used by name)
+from tests.helpers import TOKEN, cli_args
 from train.cli import USER_ERROR_STATUS
 from train.cli import main as wvlp
 from train.publish import PublishError, check_model_folder

@@ -16,8 +16,6 @@ import pytest
 import torch
 from PIL import Image, ImageFile
 
-from tests.test_space import app, demo, gallery, item_png, llm_server  # noqa: F401  (fixtures)
-
 CONCURRENCY = 3  # WVLP_CONCURRENCY of the app under test: below the default, so the limit is seen to be honoured
 SEARCHES = 24
 
@@ -59,7 +57,7 @@ class OverlapTracker:
 
 
 @pytest.fixture(scope="module")
-def space(app, demo):  # noqa: F811
+def space(app, demo):
     """The real app on loopback with WVLP_CONCURRENCY=3, its searches counted by an `OverlapTracker`."""
     tracker = OverlapTracker(demo.search)
     with pytest.MonkeyPatch.context() as patch:
@@ -74,7 +72,7 @@ def space(app, demo):  # noqa: F811
 
 
 @pytest.fixture
-def fresh_cache(demo):  # noqa: F811
+def fresh_cache(demo):
     """The demo with no embeddings in memory and its cache file's path; the true embeddings to compare with."""
     demo._gallery_embeddings = None
     expected = demo._image_embeddings(demo.gallery.images)
@@ -84,7 +82,7 @@ def fresh_cache(demo):  # noqa: F811
     demo._gallery_embeddings = None
 
 
-def assert_rebuilt(demo, path: Path, expected: torch.Tensor, caplog) -> None:  # noqa: F811
+def assert_rebuilt(demo, path: Path, expected: torch.Tensor, caplog) -> None:
     """Search works, a warning names the cache file, and the file is rewritten whole (no temp file left)."""
     with caplog.at_level(logging.WARNING, logger="wvlp_space"):
         assert len(demo.search("a sneaker", 3)) == 3
@@ -99,7 +97,7 @@ def assert_rebuilt(demo, path: Path, expected: torch.Tensor, caplog) -> None:  #
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "wrong shape", "not a tensor"])
-def test_a_damaged_embedding_cache_is_rebuilt(demo, fresh_cache, caplog, damage):  # noqa: F811
+def test_a_damaged_embedding_cache_is_rebuilt(demo, fresh_cache, caplog, damage):
     path, expected = fresh_cache
     torch.save(expected, path)
     whole = path.read_bytes()
@@ -126,7 +124,7 @@ class RunsOnLoad:
         return os.makedirs, (str(self.marker),)
 
 
-def test_a_pickled_object_in_the_cache_is_not_run_but_rebuilt(demo, fresh_cache, caplog, tmp_path):  # noqa: F811
+def test_a_pickled_object_in_the_cache_is_not_run_but_rebuilt(demo, fresh_cache, caplog, tmp_path):
     path, expected = fresh_cache
     marker = tmp_path / "the-cache-ran-code"
     torch.save(RunsOnLoad(marker), path)
@@ -138,7 +136,7 @@ def test_a_pickled_object_in_the_cache_is_not_run_but_rebuilt(demo, fresh_cache,
 # ---------------------------------------------------------------- 20: thumbnails and concurrent searches
 
 
-def test_two_writers_of_one_thumbnail_never_expose_a_partial_file(app, tmp_path):  # noqa: F811
+def test_two_writers_of_one_thumbnail_never_expose_a_partial_file(app, tmp_path):
     # Noise does not compress: a ~0.75 MB PNG takes long enough to write that a torn write would be seen.
     image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (512, 512, 3), dtype=np.uint8))
     probe = app.save_thumbnail(image, tmp_path / "probe")
@@ -198,7 +196,7 @@ def test_concurrent_searches_all_return_complete_thumbnails_in_parallel(space, t
             assert image.format == "PNG" and image.size == (112, 112)
 
 
-def test_concurrency_limit_comes_from_the_environment(app, monkeypatch):  # noqa: F811
+def test_concurrency_limit_comes_from_the_environment(app, monkeypatch):
     monkeypatch.delenv("WVLP_CONCURRENCY", raising=False)
     assert app.concurrency_limit() == app.DEFAULT_CONCURRENCY
     monkeypatch.setenv("WVLP_CONCURRENCY", "6")
@@ -226,7 +224,7 @@ def bad_uploads(tmp_path_factory):
     }
 
 
-def test_a_huge_png_is_rejected_by_its_header_before_decoding(app, item_png, bad_uploads, monkeypatch):  # noqa: F811
+def test_a_huge_png_is_rejected_by_its_header_before_decoding(app, item_png, bad_uploads, monkeypatch):
     huge, _ = bad_uploads["huge.png"]
     with Image.open(huge) as image:
         assert image.size == (9000, 9000)  # a real, decodable PNG: only its size is wrong
@@ -262,7 +260,7 @@ def test_each_bad_upload_gets_its_own_message_through_the_app(space, bad_uploads
         assert "Traceback" not in message
 
 
-def test_a_good_upload_still_works_through_the_app(space, item_png):  # noqa: F811
+def test_a_good_upload_still_works_through_the_app(space, item_png):
     from gradio_client import Client, handle_file
 
     url, _ = space

@@ -17,28 +17,10 @@ from dataset_builder.llm import (
     ServerBackend,
     build_backend,
 )
+from tests.helpers import chat, run
 from tests.openai_server import OpenAIStubServer
 
-TOKEN = "sk-wvlp-test-7f3a9c1e5b"
 FAST = dict(timeout_s=1.0, backoff_base_s=0.01, backoff_max_s=0.05)
-
-
-def chat(prompt: str) -> list[dict[str, str]]:
-    return [{"role": "system", "content": "You write short descriptions."}, {"role": "user", "content": prompt}]
-
-
-def run(backend: DescriptionBackend, requests: list[GenerationRequest]) -> dict[str, GenerationResult]:
-    """Generate and check that every request is reported exactly once."""
-    results: list[GenerationResult] = []
-    backend.generate(requests, results.append)
-    assert sorted(r.key for r in results) == sorted(r.key for r in requests)
-    return {r.key: r for r in results}
-
-
-@pytest.fixture
-def token(monkeypatch):
-    monkeypatch.setenv("WVLP_LLM_TOKEN", TOKEN)
-    return TOKEN
 
 
 def test_server_recovers_from_every_retryable_fault(token):

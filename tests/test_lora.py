@@ -4,7 +4,7 @@ import torch
 from peft import PeftModel
 
 from modeling_wvlp import WVLPConfig, WVLPForPreTraining
-from tests.conftest import tiny_batch, tiny_config_kwargs
+from tests.helpers import tiny_batch, tiny_config_kwargs
 from train.config import LoraArgs
 from train.lora import FULLY_TRAINED, apply_lora
 

@@ -6,7 +6,7 @@ import torch
 
 from modeling_wvlp import WVLPForPreTraining
 from modeling_wvlp.losses import contrastive_loss, positive_targets, sample_hard_negatives
-from tests.conftest import tiny_batch
+from tests.helpers import tiny_batch
 
 
 def loop_contrastive(rows, columns, row_cats, col_cats, col_valid, temperature, teacher_rows=None, alpha=0.0):

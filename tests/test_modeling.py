@@ -11,7 +11,7 @@ from safetensors import safe_open
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
 
 from modeling_wvlp import WVLPConfig, WVLPForPreTraining, WVLPModel
-from tests.conftest import tiny_batch, tiny_config_kwargs
+from tests.helpers import tiny_batch, tiny_config_kwargs
 
 VIT = dict(model_type="vit", hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
            image_size=32, patch_size=8)

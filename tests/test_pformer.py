@@ -4,26 +4,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config_kwargs
-from transformers import AutoModel, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModel
 
-from modeling_wvlp import PFormerConfig, PFormerModel
+from modeling_wvlp import PFormerModel
+from tests.helpers import tiny_lm, tiny_pformer
 
 ROOT = Path(__file__).resolve().parent.parent
-torch.set_flush_denormal(True)  # tiny random models produce denormals, which are very slow on CPU
-TINY_LM = dict(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-               intermediate_size=64, max_position_embeddings=128)
-
-
-def tiny_lm(seed: int = 0, initializer_range: float = 0.02) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(LlamaConfig(**TINY_LM, initializer_range=initializer_range))
-
-
-def tiny_pformer(**overrides) -> PFormerModel:
-    torch.manual_seed(1)
-    kwargs = dict(text_config=tiny_config_kwargs()["text_config"], num_prompts=4, prompt_dim=32, embed_dim=16)
-    return PFormerModel(PFormerConfig(**{**kwargs, **overrides}))
 
 
 def sentence_batch(batch: int = 6, length: int = 10, seed: int = 0) -> dict:

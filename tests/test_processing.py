@@ -6,7 +6,6 @@ import pathlib
 import re
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -17,23 +16,9 @@ from modeling_wvlp.configuration_wvlp import WVLPConfig
 from modeling_wvlp.image_processing_wvlp import WVLPImageProcessor
 from modeling_wvlp.pretrained_assets import DEFAULT_IMAGE_SIZE, build_default_processor, minilm_path
 from modeling_wvlp.processing_wvlp import WVLPProcessor, register_processor_auto_classes
+from tests.helpers import CHILD, S, pil_inputs, pv, rgb_u8
 
-S = 32  # output side used by most tests (small: fast)
 STEP = 2 / 255  # one 8-bit level after the default normalisation ((x / 255 - 0.5) / 0.5)
-
-
-@pytest.fixture(scope="module")
-def ip():
-    return WVLPImageProcessor(size=S)
-
-
-@pytest.fixture(scope="module")
-def processor():
-    return build_default_processor(image_size=S)
-
-
-def rgb_u8(h=23, w=37, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
 
 
 def reference(rgb: np.ndarray, size=S) -> np.ndarray:
@@ -42,44 +27,13 @@ def reference(rgb: np.ndarray, size=S) -> np.ndarray:
     return ((resized / 255.0 - 0.5) / 0.5).transpose(2, 0, 1)
 
 
-def pv(ip, image, **kwargs) -> torch.Tensor:
-    return ip(image, **kwargs)["pixel_values"]
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Every accepted input kind goes through.
 
 
-def _pil_inputs():
-    rgb = Image.fromarray(rgb_u8())
-    u16 = np.random.default_rng(1).integers(0, 65536, size=(19, 29), dtype=np.uint16)
-    palette_t = rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
-    palette_t.info["transparency"] = 3
-    return {
-        "RGB": rgb,
-        "L": rgb.convert("L"),
-        "1": rgb.convert("1"),
-        "LA": rgb.convert("LA"),
-        "La": rgb.convert("LA").convert("La"),
-        "RGBA": rgb.convert("RGBA"),
-        "RGBa": rgb.convert("RGBa"),
-        "PA": rgb.convert("PA"),
-        "P": rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=16),
-        "P+transparency": palette_t,
-        "CMYK": rgb.convert("CMYK"),
-        "YCbCr": rgb.convert("YCbCr"),
-        "HSV": rgb.convert("HSV"),
-        "LAB": rgb.convert("LAB"),
-        "I;16": Image.fromarray(u16),
-        "I;16B": Image.fromarray(u16.astype(">u2")),
-        "I": Image.fromarray(u16.astype(np.int32)),
-        "F": Image.fromarray(np.random.default_rng(2).random((13, 11), dtype=np.float32)),
-    }
-
-
-@pytest.mark.parametrize("name", list(_pil_inputs()))
+@pytest.mark.parametrize("name", list(pil_inputs()))
 def test_every_pil_mode(ip, name):
-    image = _pil_inputs()[name]
+    image = pil_inputs()[name]
     assert image.mode == name.split("+")[0]
     out = pv(ip, image)
     assert out.shape == (1, 3, S, S) and out.dtype == torch.float32
@@ -409,25 +363,7 @@ def test_save_and_load_in_process(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Remote code: a fresh interpreter that never imports modeling_wvlp.
-
-_CHILD = textwrap.dedent(
-    """
-    import json, sys
-    import torch
-    from transformers import AutoProcessor
-    folders, images, texts, out = sys.argv[1].split(","), sys.argv[2].split(","), json.loads(sys.argv[3]), sys.argv[4]
-    results = {}
-    for folder in folders:
-        processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
-        for name in (type(processor), type(processor.image_processor)):
-            assert name.__module__.startswith("transformers_modules."), name.__module__
-        results[folder] = dict(processor(images=images, text=texts))
-    imported = [m for m in sys.modules if m == "modeling_wvlp" or m.startswith("modeling_wvlp.")]
-    assert not imported, imported
-    torch.save(results, out)
-    """
-)
+# Remote code: a fresh interpreter (`CHILD`) that never imports modeling_wvlp.
 
 
 def test_fresh_subprocess_auto_processor_reload(tmp_path):
@@ -462,7 +398,7 @@ def test_fresh_subprocess_auto_processor_reload(tmp_path):
     env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "hf_modules"), TOKENIZERS_PARALLELISM="false")
     result_file = tmp_path / "child.pt"
     child = subprocess.run(
-        [sys.executable, "-c", _CHILD, f"{alone},{with_config}", ",".join(images), json.dumps(texts), str(result_file)],
+        [sys.executable, "-c", CHILD, f"{alone},{with_config}", ",".join(images), json.dumps(texts), str(result_file)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert child.returncode == 0, child.stderr[-3000:]

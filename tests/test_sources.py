@@ -1,10 +1,8 @@
 """Label sources: Fashion-MNIST, image folders (WordNet-id folders, bad files) and `datasets` datasets."""
 
-import io
 import types
 
 import datasets
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -17,14 +15,9 @@ from dataset_builder.sources import (
     clean_label,
 )
 from dataset_builder.wordnet import WordNet
+from tests.helpers import png_bytes, save_hf
 
 BAG = "n02773037"
-
-
-def png_bytes(value: int, size: int = 8) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(np.full((size, size, 3), value, np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -138,16 +131,6 @@ def test_imagefolder_errors(tmp_path):
     (tmp_path / "n99999999" / "a.png").write_bytes(png_bytes(1))
     with pytest.raises(ValueError, match="'n99999999'.*no such"):
         ImageFolderSource(tmp_path)
-
-
-def save_hf(path, label_feature, labels, images=None):
-    images = images or [png_bytes(10 * i) for i in range(len(labels))]
-    features = datasets.Features({"image": datasets.Image(), "label": label_feature, "id": datasets.Value("string")})
-    rows = {"image": [{"bytes": b, "path": None} for b in images], "label": labels,
-            "id": [f"row-{i}" for i in range(len(labels))]}  # fmt: skip
-    split = datasets.Dataset.from_dict(rows, features=features)
-    datasets.DatasetDict({"train": split, "test": split.select([0])}).save_to_disk(str(path))
-    return path
 
 
 @pytest.mark.parametrize("streaming", [False, True])

@@ -1,65 +1,17 @@
 """The Gradio Space: its plain functions, every tab through gradio_client, and one search + one classification in
 headless Chromium (the Debian system browser), with a screenshot kept under `out/test-artifacts/`."""
 
-import importlib.util
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from tests.openai_server import OpenAIStubServer
-from tests.test_publish import save_tiny_model
-
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("WVLP_TEST_ARTIFACTS", ROOT / "out" / "test-artifacts"))
 SCREENSHOT = ARTIFACTS / "space_demo.png"  # the classification tab after one search and one classification
 SEARCH_SCREENSHOT = ARTIFACTS / "space_demo_search.png"
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-
-
-def load_app():
-    """spaces_demo/app.py as a module (the Space folder is not a package)."""
-    spec = importlib.util.spec_from_file_location("wvlp_space_app", ROOT / "spaces_demo" / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def app():
-    return load_app()
-
-
-@pytest.fixture(scope="module")
-def gallery(app):
-    try:
-        return app.load_gallery(48)
-    except RuntimeError as err:
-        pytest.skip(f"no Fashion-MNIST gallery: {err}")
-
-
-@pytest.fixture(scope="module")
-def llm_server():
-    with OpenAIStubServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def demo(app, gallery, llm_server, tmp_path_factory):
-    folder = save_tiny_model(tmp_path_factory.mktemp("space") / "model")
-    return app.WVLPDemo(str(folder), gallery=gallery, embedding_cache=tmp_path_factory.mktemp("emb"),
-                        llm_spec={"type": "server", "base_url": llm_server.base_url, "max_retries": 0})
-
-
-@pytest.fixture(scope="module")
-def item_png(gallery, tmp_path_factory):
-    path = tmp_path_factory.mktemp("img") / "item.png"
-    Image.fromarray(gallery.images[0]).save(path)
-    return path
 
 
 @pytest.fixture(scope="module")
