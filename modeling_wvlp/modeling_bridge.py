@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .modeling_text import WVLPTextLayer
+
 
 def freeze_language_model(language_model: nn.Module) -> nn.Module:
     """Puts `language_model` in eval mode with every parameter frozen; returns it."""
@@ -125,8 +127,6 @@ class WVLPPromptBridge(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        from .modeling_wvlp import WVLPTextLayer  # modeling_wvlp imports this module: import lazily
-
         hidden = config.text_config.hidden_size
         self.num_prompts = config.bridge_num_prompts
         self.queries = nn.Embedding(config.bridge_num_prompts, hidden)

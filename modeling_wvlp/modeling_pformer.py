@@ -15,7 +15,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_pformer import PFormerConfig
 from .modeling_bridge import freeze_language_model, generate_from_prompts, load_language_model, prompt_lm_loss
-from .modeling_wvlp import WVLPTemperature, WVLPTextTower, init_text_weights
+from .modeling_text import WVLPTemperature, WVLPTextTower, init_text_weights
 
 
 @dataclass
@@ -60,8 +60,7 @@ class PFormerModel(PFormerPreTrainedModel):
         self.prompt_pooler = nn.Linear(hidden, hidden)
         self.lm_proj = nn.Linear(hidden, config.prompt_dim)
         self.text_proj = nn.Linear(hidden, config.embed_dim)
-        # WVLPTemperature reads temperature_min/max from the config it is given; the P-Former keeps a fixed range.
-        self.temp = WVLPTemperature(_TemperatureBounds(config.temperature))
+        self.temp = WVLPTemperature(config.temperature, 0.001, 0.5)  # a fixed range, unlike WVLPConfig's
         self._language_model = None
         self.post_init()
 
@@ -190,13 +189,6 @@ class PFormerModel(PFormerPreTrainedModel):
             loss=total, prompts=view.prompts, text_embeds=view.text_embeds,
             **{f"{name}_loss": value for name, value in terms.items()},
         )
-
-
-class _TemperatureBounds:
-    """The attributes `WVLPTemperature` reads, for a learnable temperature in [0.001, 0.5]."""
-
-    def __init__(self, temperature: float):
-        self.temperature, self.temperature_min, self.temperature_max = temperature, 0.001, 0.5
 
 
 __all__ = ["PFormerModel", "PFormerOutput", "PFormerPreTrainedModel"]

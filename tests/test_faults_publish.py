@@ -16,7 +16,7 @@ from train.publish import PublishError, check_model_folder
 
 SPACE = Path(__file__).resolve().parents[1] / "spaces_demo"
 MODEL_FILES = {"config.json", "model.safetensors", "configuration_wvlp.py", "modeling_wvlp.py", "losses.py",
-               "modeling_bridge.py", "modeling_efficientnet_lite.py", "processing_wvlp.py",
+               "modeling_bridge.py", "modeling_efficientnet_lite.py", "modeling_text.py", "processing_wvlp.py",
                "image_processing_wvlp.py", "processor_config.json", "tokenizer.json", "tokenizer_config.json",
                "README.md"}  # fmt: skip
 

@@ -152,7 +152,8 @@ def test_remote_code_reload_in_a_fresh_process(tiny_config, tmp_path):
     model.save_pretrained(folder)
     config = json.loads((folder / "config.json").read_text())
     assert config["auto_map"]["AutoModel"] == "modeling_wvlp.WVLPModel"
-    for name in ("configuration_wvlp.py", "modeling_wvlp.py", "losses.py", "modeling_efficientnet_lite.py"):
+    for name in ("configuration_wvlp.py", "modeling_wvlp.py", "modeling_text.py", "losses.py",
+                 "modeling_efficientnet_lite.py"):
         assert (folder / name).is_file(), name
     batch = tiny_batch()
     torch.save(batch, tmp_path / "batch.pt")
