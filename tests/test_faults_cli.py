@@ -11,7 +11,8 @@ import pytest
 
 from dataset_builder.template_corpus import write_template_corpus
 from tests.helpers import tree
-from train.cli import USER_ERROR_STATUS, is_user_error, main, run_command
+from train.cli import main
+from wvlp.errors import USER_ERROR_STATUS, is_user_error, run_command
 from wvlp.safe_io import RUN, UnsafeOutputError, check_writable
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,8 @@ import yaml
 
 from tests.helpers import cli_args, make_images, tree
 from tests.openai_server import OpenAIStubServer
-from train.cli import USER_ERROR_STATUS, main
+from train.cli import main
+from wvlp.errors import USER_ERROR_STATUS
 
 ROOT = Path(__file__).resolve().parents[1]
 

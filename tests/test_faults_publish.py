@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import TOKEN, cli_args
-from train.cli import USER_ERROR_STATUS
+from wvlp.errors import USER_ERROR_STATUS
 from train.cli import main as wvlp
 from train.publish import PublishError, check_model_folder
 

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 import torch
 from safetensors import safe_open
-from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
+from transformers import AutoModel, AutoModelForPreTraining
 
 from modeling_wvlp import WVLPConfig, WVLPForPreTraining, WVLPModel
 from tests.helpers import tiny_batch, tiny_config_kwargs

@@ -7,7 +7,7 @@ import pytest
 from huggingface_hub import ModelCard
 
 from tests.helpers import EVAL, TOKEN, cli_args, load_app
-from train.cli import USER_ERROR_STATUS
+from wvlp.errors import USER_ERROR_STATUS
 from train.cli import main as wvlp
 from train.model_card import EvalFileError, load_eval, render_model_card
 

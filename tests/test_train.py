@@ -123,8 +123,7 @@ def test_kill_and_resume_continues_exactly(corpus, tmp_path):
 
 
 def test_gradient_accumulation_is_the_mean_of_micro_batch_gradients(corpus, tmp_path):
-    from train.collator import AugmentConfig, DescriptionPool, DistillationCollator
-    from train.run import load_corpus
+    from train.collator import DistillationCollator
 
     overrides = ["training.max_steps=1", "training.gradient_accumulation_steps=4", "training.optim=sgd",
                  "training.learning_rate=1.0", "training.lr_scheduler_type=constant", "training.max_grad_norm=0",

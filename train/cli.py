@@ -1,47 +1,8 @@
-"""The `wvlp` command line.
-
-A mistake in what the user gave (a config value, a path, a folder that is not the project's to overwrite) ends the
-command with one line, `wvlp <command>: <what is wrong>`, and exit status 2; anything else is a bug and keeps its
-traceback (as does every error with `WVLP_TRACEBACK=1`).
-"""
+"""The `wvlp` command line; a user error ends a command with one line and status 2 (see `wvlp.errors`)."""
 
 import argparse
-import os
-import sys
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
-USER_ERROR_STATUS = 2
-_PROJECT_DIRS = tuple(str(Path(__file__).resolve().parents[1] / name) + os.sep
-                      for name in ("train", "evaluation", "dataset_builder", "modeling_wvlp", "wvlp"))
-
-
-def is_user_error(err: BaseException) -> bool:
-    """Whether `err` is the project's own message about its input: an input-error type raised by the project's
-    code (the same types raised inside a library are failures there, and keep their traceback)."""
-    from train.publish import PublishError
-    from wvlp.safe_io import LockHeldError
-
-    if not isinstance(err, (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
-                            LockHeldError, PublishError)):  # fmt: skip
-        return False
-    frame = err.__traceback__
-    while frame is not None and frame.tb_next is not None:
-        frame = frame.tb_next
-    return frame is not None and frame.tb_frame.f_code.co_filename.startswith(_PROJECT_DIRS)
-
-
-def run_command(name: str, func: Callable[..., Any], *args: Any) -> Any:
-    """Runs `func(*args)`; a user error exits with `<name>: <message>` and status 2 instead of a traceback."""
-    try:
-        return func(*args)
-    except Exception as err:
-        if os.environ.get("WVLP_TRACEBACK") or not is_user_error(err):
-            raise
-        print(f"{name}: {err}", file=sys.stderr)
-        raise SystemExit(USER_ERROR_STATUS) from None
-
+from wvlp.errors import run_command
 
 def demo(args: argparse.Namespace) -> None:
     """describe -> pre-train -> evaluate -> report -> release folders, on the embedded default."""

@@ -39,6 +39,7 @@ from typing import Any
 
 import yaml
 
+from wvlp.errors import UserInputError
 from wvlp.safe_io import MARKER, RELEASE, STAGING, UnsafeOutputError, check_outside, check_writable, claim_dir
 from wvlp.safe_io import remove_dir, replace_dir
 
@@ -93,7 +94,7 @@ _MODEL_CHECK = textwrap.dedent(
 )
 
 
-class PublishError(RuntimeError):
+class PublishError(UserInputError, RuntimeError):
     """A release that cannot be staged, validated or uploaded; the message says which input or repo and why."""
 
 

@@ -271,6 +271,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    from train.cli import run_command
+    from wvlp.errors import run_command
 
     run_command("train/run.py", main)

@@ -17,6 +17,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import UserInputError
+
 MARKER = ".wvlp-output.json"
 
 
@@ -24,7 +26,7 @@ class UnsafeOutputError(ValueError):
     """A folder the command would write into or remove holds files this project did not write."""
 
 
-class LockHeldError(RuntimeError):
+class LockHeldError(UserInputError, RuntimeError):
     """Another process holds the lock of a file this command needs to write."""
 
 
