@@ -3,7 +3,6 @@
 import errno
 import json
 import os
-import re
 import shutil
 import warnings
 import zipfile
@@ -15,12 +14,11 @@ import torch
 from safetensors import SafetensorError
 from transformers import Trainer, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints, sort_checkpoints
 
 from modeling_wvlp import WVLPForPreTraining
 from wvlp.safe_io import RUN, check_writable, claim_dir
 
-CHECKPOINT_NAME = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -32,13 +30,10 @@ class CheckpointWriteError(RuntimeError):
 
 
 def checkpoints(run_dir: str | os.PathLike) -> list[Path]:
-    """The run folder's `checkpoint-<step>` folders, newest (highest step) first."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
+    """The run folder's `checkpoint-<step>` folders, newest (highest step) first (the order the Trainer rotates by)."""
+    if not Path(run_dir).is_dir():
         return []
-    found = [(int(m.group(1)), entry) for entry in run_dir.iterdir()
-             if (m := CHECKPOINT_NAME.match(entry.name)) and entry.is_dir()]
-    return [entry for _, entry in sorted(found, reverse=True)]
+    return [Path(folder) for folder in reversed(sort_checkpoints(str(run_dir)))]
 
 
 def _safetensors_problem(path: Path) -> str | None:
