@@ -35,7 +35,7 @@ test: setup
 # DEMO_SCALE=ci runs the same code path at the size CI affords.
 DEMO_SCALE ?= full
 demo: setup
-	HF_HUB_OFFLINE=1 $(PY) -m train.cli demo --scale $(DEMO_SCALE)
+	HF_HUB_OFFLINE=1 $(PY) -m wvlp.cli demo --scale $(DEMO_SCALE)
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

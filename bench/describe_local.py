@@ -15,10 +15,9 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dataset_builder.fashion_mnist import CLASS_NAMES  # noqa: E402
-from dataset_builder.llm import GenerationRequest, LocalTransformersBackend  # noqa: E402
+from wvlp.data.fashion_mnist import CLASS_NAMES
+from wvlp.data.llm import GenerationRequest, LocalTransformersBackend
 
 TEMPLATES = (
     "Describe what a {} looks like in one sentence.",

@@ -15,9 +15,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-from dataset_builder.llm import GenerationRequest, ServerBackend  # noqa: E402
+from wvlp.data.llm import GenerationRequest, ServerBackend
 
 
 def measure(base_url: str, concurrency: int, n: int) -> tuple[float, float]:

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from dataset_builder.knowledge import KnowledgeIndex
+from wvlp.data.knowledge import KnowledgeIndex
 
 
 def random_unit_vectors(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:

@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from modeling_wvlp import WVLPConfig, WVLPForPreTraining
+from wvlp.modeling import WVLPConfig, WVLPForPreTraining
 
 
 def make_batch(batch_size: int, image_size: int, length: int, knowledge: int) -> dict:

@@ -14,12 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
-from modeling_wvlp import PFormerConfig, PFormerModel, WVLPConfig, WVLPModel
-from modeling_wvlp.configuration_wvlp import WVLPTextConfig
+from wvlp.modeling import PFormerConfig, PFormerModel, WVLPConfig, WVLPModel
+from wvlp.modeling.configuration_wvlp import WVLPTextConfig
 
 
 def time_calls(call, steps: int) -> float:
@@ -37,12 +36,12 @@ def time_calls(call, steps: int) -> float:
 def load_lm(kind: str):
     """The frozen LM under test: the packaged SmolLM2-135M-Instruct or a random tiny Llama."""
     if kind == "tiny":
-        from train.pformer_run import tiny_language_model
+        from wvlp.train.pformer_run import tiny_language_model
 
         return tiny_language_model(30522)
-    from train.pformer_run import smollm2_folder
+    from wvlp.train.pformer_run import smollm2_folder
 
-    from modeling_wvlp.modeling_bridge import load_language_model
+    from wvlp.modeling.modeling_bridge import load_language_model
 
     return load_language_model(str(smollm2_folder()))
 

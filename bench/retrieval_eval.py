@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from evaluation.retrieval import rank_gallery, retrieval_metrics
+from wvlp.evaluation.retrieval import rank_gallery, retrieval_metrics
 
 
 def rss_bytes() -> int:

@@ -13,12 +13,12 @@ from pathlib import Path
 import torch
 from transformers import set_seed
 
-from dataset_builder.template_corpus import write_template_corpus
-from train.callbacks import CollatorEpochCallback, MomentumUpdateCallback
-from train.collator import AugmentConfig, DescriptionPool, DistillationCollator
-from train.config import load_config
-from train.run import build_model_and_processor, load_corpus
-from train.trainer import WVLPTrainer
+from wvlp.data.template_corpus import write_template_corpus
+from wvlp.train.callbacks import CollatorEpochCallback, MomentumUpdateCallback
+from wvlp.train.collator import AugmentConfig, DescriptionPool, DistillationCollator
+from wvlp.train.config import load_config
+from wvlp.train.run import build_model_and_processor, load_corpus
+from wvlp.train.trainer import WVLPTrainer
 
 CONFIG = Path(__file__).resolve().parent.parent / "train" / "configs" / "tiny.yaml"
 

@@ -26,7 +26,7 @@ import numpy as np
 from huggingface_hub import DatasetCard, DatasetCardData
 from PIL import Image
 
-from wvlp.safe_io import CORPUS, STAGING, check_writable, claim_dir, remove_dir, replace_dir
+from wvlp.common.safe_io import CORPUS, STAGING, check_writable, claim_dir, remove_dir, replace_dir
 
 from .describe import write_stats
 from .sources import ClassInfo, LabelSource
@@ -91,7 +91,7 @@ def encode_png(image: Any) -> bytes:
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
     if image.mode not in _PNG_MODES:
-        from modeling_wvlp import WVLPImageProcessor
+        from wvlp.modeling import WVLPImageProcessor
 
         image = WVLPImageProcessor._from_pil(image, f"a {image.mode} image", do_convert_rgb=True)
     buffer = io.BytesIO()

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from wvlp.safe_io import ProcessLock, atomic_write_text
+from wvlp.common.safe_io import ProcessLock, atomic_write_text
 
 from .llm import DescriptionBackend, GenerationRequest, GenerationResult
 from .prompts import PromptTemplate, render, render_user_prompt

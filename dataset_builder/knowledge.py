@@ -39,7 +39,7 @@ class SentenceEmbedder:
     """The packaged all-MiniLM-L6-v2 as L2-normalised float32 sentence embeddings; build once, pass around."""
 
     def __init__(self, path: str | Path | None = None, device: str = "cpu"):
-        from modeling_wvlp.pretrained_assets import minilm_path
+        from wvlp.modeling.pretrained_assets import minilm_path
 
         self.path = Path(path) if path is not None else minilm_path()
         self.device = device

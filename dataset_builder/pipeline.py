@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from wvlp.config_check import at_least, between, check_section, field_hints
-from wvlp.safe_io import CORPUS, STAGING, ProcessLock, check_outside, check_writable
+from wvlp.common.config_check import at_least, between, check_section, field_hints
+from wvlp.common.safe_io import CORPUS, STAGING, ProcessLock, check_outside, check_writable
 
 from .dataset import write_corpus
 from .describe import clean_descriptions, generate_descriptions
@@ -78,7 +78,7 @@ _RULES = {
 
 def token_lengths(texts: list[str]) -> np.ndarray:
     """Lengths of the texts under the text tower's tokenizer, [CLS] and [SEP] included."""
-    from modeling_wvlp import build_default_processor
+    from wvlp.modeling import build_default_processor
 
     tokenizer = build_default_processor().tokenizer
     return np.array([len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]], dtype=np.int32)

@@ -25,7 +25,7 @@ def write_template_corpus(folder: Path, images_per_split: int | None = 96) -> Pa
     """Writes a Fashion-MNIST template corpus into `folder` (6 descriptions per class; images capped per split)."""
     from sentence_transformers import SentenceTransformer
 
-    from modeling_wvlp.pretrained_assets import minilm_path
+    from wvlp.modeling.pretrained_assets import minilm_path
 
     source = FashionMNISTSource()
     records = []

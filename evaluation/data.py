@@ -1,7 +1,7 @@
 """Evaluation data: Karpathy-split JSON (COCO/Flickr30K), a `datasets` dataset with image + caption(s), the wvlp corpus.
 
 Every loader returns an `EvalData`: images (lazy: decoded on access), texts, and the group ids that say which texts
-answer which image (see `evaluation.retrieval`). Class labels are there when the data has them (zero-shot, probe).
+answer which image (see `wvlp.evaluation.retrieval`). Class labels are there when the data has them (zero-shot, probe).
 """
 
 import json

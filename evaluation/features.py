@@ -4,7 +4,7 @@ from collections.abc import Sequence
 
 import torch
 
-from modeling_wvlp import WVLPModel, WVLPProcessor
+from wvlp.modeling import WVLPModel, WVLPProcessor
 
 
 def model_device(model: torch.nn.Module) -> torch.device:

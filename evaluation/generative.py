@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from modeling_wvlp.modeling_bridge import prompt_token_nll
+from wvlp.modeling.modeling_bridge import prompt_token_nll
 
 
 def _check_bridge(model) -> None:

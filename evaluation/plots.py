@@ -44,7 +44,7 @@ def plot_retrieval_examples(examples: Sequence[dict] | str | Path, images: Seque
                             top: int = 5) -> Path:
     """PNG grid: each query text above its top images, correct ones framed green, wrong ones red.
 
-    `examples` is the list written by `evaluation.retrieval.retrieval_examples` (or a JSON file of it): dicts with
+    `examples` is the list written by `wvlp.evaluation.retrieval.retrieval_examples` (or a JSON file of it): dicts with
     `query`, `image_indices` and `correct`; `images[i]` is gallery image i (PIL image or array).
     """
     if isinstance(examples, (str, Path)):

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from modeling_wvlp import WVLPConfig, WVLPForPreTraining, WVLPModel, WVLPProcessor
-from wvlp.safe_io import UnsafeOutputError, atomic_write_text
+from wvlp.modeling import WVLPConfig, WVLPForPreTraining, WVLPModel, WVLPProcessor
+from wvlp.common.safe_io import UnsafeOutputError, atomic_write_text
 
 from .data import EvalData, load_eval_data
 from .distributed import distributed_map

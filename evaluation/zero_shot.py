@@ -12,7 +12,7 @@ from collections.abc import Collection, Sequence
 import numpy as np
 import torch
 
-from modeling_wvlp import WVLPModel, WVLPProcessor
+from wvlp.modeling import WVLPModel, WVLPProcessor
 
 from .features import image_embeddings, text_embeddings
 

@@ -242,7 +242,7 @@ def _gallery_from_folder(folder: Path, size: int) -> Gallery:
 
 
 def _gallery_from_fashion_mnist(size: int) -> Gallery:
-    from dataset_builder.fashion_mnist import CLASS_NAMES, load_fashion_mnist
+    from wvlp.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist
 
     images, labels = load_fashion_mnist("test")
     return Gallery(list(images[:size]), [CLASS_NAMES[int(i)] for i in labels[:size]], "Fashion-MNIST test")
@@ -444,9 +444,9 @@ class WVLPDemo:
         n = max(1, min(int(num_descriptions), 9))
         max_new_tokens = max(1, min(int(max_new_tokens), 256))
         try:
-            from dataset_builder.llm import GenerationRequest, build_backend
-            from dataset_builder.prompts import load_prompts, render
-            from dataset_builder.sources import ClassInfo
+            from wvlp.data.llm import GenerationRequest, build_backend
+            from wvlp.data.prompts import load_prompts, render
+            from wvlp.data.sources import ClassInfo
         except ImportError:
             return self._describe_with_transformers(label, n, max_new_tokens)
         if self._backend is None:

@@ -27,7 +27,7 @@ LLM_TOKEN = "sk-wvlp-test-7f3a9c1e5b"
 @pytest.fixture
 def tiny_config():
     """The `WVLPConfig` of `tiny_config_kwargs()`."""
-    from modeling_wvlp import WVLPConfig
+    from wvlp.modeling import WVLPConfig
 
     return WVLPConfig(**tiny_config_kwargs())
 
@@ -35,7 +35,7 @@ def tiny_config():
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
     """A folder with a random tiny `WVLPModel` and the default processor (32 px), as `save_pretrained` writes them."""
-    from modeling_wvlp import WVLPConfig, WVLPModel, build_default_processor
+    from wvlp.modeling import WVLPConfig, WVLPModel, build_default_processor
 
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("model")
@@ -53,7 +53,7 @@ def saved_model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ip():
     """A `WVLPImageProcessor` with output side `S`."""
-    from modeling_wvlp.image_processing_wvlp import WVLPImageProcessor
+    from wvlp.modeling.image_processing_wvlp import WVLPImageProcessor
 
     return WVLPImageProcessor(size=S)
 
@@ -61,7 +61,7 @@ def ip():
 @pytest.fixture(scope="module")
 def processor():
     """The default `WVLPProcessor` (MiniLM tokenizer) with output side `S`."""
-    from modeling_wvlp.pretrained_assets import build_default_processor
+    from wvlp.modeling.pretrained_assets import build_default_processor
 
     return build_default_processor(image_size=S)
 
@@ -82,7 +82,7 @@ def token(monkeypatch):
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
     """A run folder (model/ + metrics.json), a template corpus and an eval JSON file."""
-    from dataset_builder.template_corpus import write_template_corpus
+    from wvlp.data.template_corpus import write_template_corpus
 
     tmp = tmp_path_factory.mktemp("release")
     save_tiny_model(tmp / "run" / "model")

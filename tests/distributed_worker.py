@@ -7,9 +7,8 @@ import sys
 import torch
 import torch.distributed as dist
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from modeling_wvlp import WVLPConfig, WVLPForPreTraining  # noqa: E402
-from tests.helpers import tiny_batch, tiny_config_kwargs  # noqa: E402
+from wvlp.modeling import WVLPConfig, WVLPForPreTraining
+from tests.helpers import tiny_batch, tiny_config_kwargs
 
 VIT = dict(model_type="vit", hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
            image_size=32, patch_size=8, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dataset_builder.llm import DescriptionBackend, GenerationRequest, GenerationResult
+from wvlp.data.llm import DescriptionBackend, GenerationRequest, GenerationResult
 
 if TYPE_CHECKING:
     from transformers import LlamaForCausalLM
 
-    from modeling_wvlp import PFormerModel, WVLPForPreTraining, WVLPModel
+    from wvlp.modeling import PFormerModel, WVLPForPreTraining, WVLPModel
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,7 +95,7 @@ def tiny_lm(seed: int = 0, initializer_range: float = 0.02) -> LlamaForCausalLM:
 
 def tiny_pformer(**overrides) -> PFormerModel:
     """A random tiny P-Former with the text tower of `tiny_config_kwargs`."""
-    from modeling_wvlp import PFormerConfig, PFormerModel
+    from wvlp.modeling import PFormerConfig, PFormerModel
 
     torch.manual_seed(1)
     kwargs = dict(text_config=tiny_config_kwargs()["text_config"], num_prompts=4, prompt_dim=32, embed_dim=16)
@@ -105,6 +105,13 @@ def tiny_pformer(**overrides) -> PFormerModel:
 # ---------------------------------------------------------------------------------------------------- saved checkpoints
 
 FOLDER = Path(__file__).resolve().parent / "fixtures" / "saved_checkpoints"
+
+
+def machine_kind() -> str:
+    """CPU vendor and the SIMD level torch dispatches to: what decides how float kernels round on a CPU."""
+    vendor = next((line.split(":")[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("vendor_id")), "unknown") if Path("/proc/cpuinfo").is_file() else "unknown"
+    return f"{vendor}-{torch.backends.cpu.get_cpu_capability()}"
 VIT = dict(model_type="vit", hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
            image_size=32, patch_size=8)
 
@@ -293,7 +300,7 @@ EVAL = {
 
 def save_tiny_model(folder: Path) -> Path:
     """A random tiny WVLPModel + the real MiniLM tokenizer, saved like a run's `model/` (remote code included)."""
-    from modeling_wvlp import WVLPConfig, WVLPImageProcessor, WVLPModel, WVLPProcessor, build_default_processor
+    from wvlp.modeling import WVLPConfig, WVLPImageProcessor, WVLPModel, WVLPProcessor, build_default_processor
 
     kwargs = tiny_config_kwargs()
     kwargs["text_config"]["vocab_size"] = 30522  # the BERT uncased vocabulary of the real tokenizer

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from modeling_wvlp import WVLPConfig, WVLPForPreTraining, WVLPModel
+from wvlp.modeling import WVLPConfig, WVLPForPreTraining, WVLPModel
 from tests.helpers import tiny_batch, tiny_config_kwargs, tiny_lm, tiny_pformer
 
 torch.set_flush_denormal(True)
@@ -101,8 +101,8 @@ def test_save_load_and_deterministic_generate_description(tmp_path):
 
 
 def test_generative_evaluation_and_study_hook():
-    from evaluation.generative import describe_then_classify, description_perplexity, generated_examples
-    from train.pformer_study import run_alignment_study
+    from wvlp.evaluation.generative import describe_then_classify, description_perplexity, generated_examples
+    from studies.pformer_study import run_alignment_study
 
     torch.manual_seed(0)
     lm = tiny_lm()
@@ -141,8 +141,8 @@ def test_run_py_trains_the_bridge_against_a_pformer_from_run_py(tmp_path):
     import json
     from pathlib import Path
 
-    from dataset_builder.template_corpus import write_template_corpus
-    from train.run import main
+    from wvlp.data.template_corpus import write_template_corpus
+    from wvlp.train.run import main
 
     root = Path(__file__).resolve().parent.parent
     corpus = write_template_corpus(tmp_path / "corpus", images_per_split=4)
@@ -174,7 +174,7 @@ def test_run_py_trains_the_bridge_against_a_pformer_from_run_py(tmp_path):
 
 
 def test_alignment_study_arms_do_not_depend_on_which_ran_before():
-    from train.pformer_study import run_alignment_study
+    from studies.pformer_study import run_alignment_study
 
     common = dict(language_model="tiny", seeds=(0,), steps=2, pformer_steps=1, batch_size=4, num_eval=4, image_size=32,
                   tiny=True)

@@ -5,8 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from modeling_wvlp import build_default_processor
-from train.collator import DescriptionPool, DistillationCollator
+from wvlp.modeling import build_default_processor
+from wvlp.train.collator import DescriptionPool, DistillationCollator
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from modeling_wvlp import WVLPConfig
-from train.config import load_config
-from train.run import config_overrides
+from wvlp.modeling import WVLPConfig
+from wvlp.train.config import load_config
+from wvlp.train.run import config_overrides
 
 CONFIGS = Path(__file__).resolve().parent.parent / "train" / "configs"
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from modeling_wvlp import build_default_model, build_default_processor
-from modeling_wvlp.pretrained_assets import minilm_path
+from wvlp.modeling import build_default_model, build_default_processor
+from wvlp.modeling.pretrained_assets import minilm_path
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dataset_builder.describe import (
+from wvlp.data.describe import (
     DROP_REASONS,
     GenerationCache,
     clean_descriptions,
@@ -23,9 +23,9 @@ from dataset_builder.describe import (
     request_seed,
     write_stats,
 )
-from dataset_builder.llm import ServerBackend
-from dataset_builder.prompts import PromptTemplate, load_prompts, render, render_user_prompt
-from dataset_builder.sources import FashionMNISTSource
+from wvlp.data.llm import ServerBackend
+from wvlp.data.prompts import PromptTemplate, load_prompts, render, render_user_prompt
+from wvlp.data.sources import FashionMNISTSource
 from tests.helpers import EchoBackend
 from tests.openai_server import OpenAIStubServer
 
@@ -191,10 +191,10 @@ def test_failed_generation_against_the_server_is_retried(tmp_path, classes, prom
 GENERATE_SCRIPT = textwrap.dedent(
     """
     import sys
-    from dataset_builder.describe import generate_descriptions
-    from dataset_builder.llm import ServerBackend
-    from dataset_builder.prompts import load_prompts
-    from dataset_builder.sources import FashionMNISTSource
+    from wvlp.data.describe import generate_descriptions
+    from wvlp.data.llm import ServerBackend
+    from wvlp.data.prompts import load_prompts
+    from wvlp.data.sources import FashionMNISTSource
 
     base_url, cache = sys.argv[1], sys.argv[2]
     backend = ServerBackend(base_url, model="stub", concurrency=2, max_retries=0)
@@ -280,7 +280,7 @@ def test_clean_text_strips_chat_artefacts():
 
 @pytest.fixture(scope="module")
 def embedder():
-    from dataset_builder.knowledge import SentenceEmbedder
+    from wvlp.data.knowledge import SentenceEmbedder
 
     return SentenceEmbedder()
 

@@ -7,13 +7,13 @@ from efficientnet_lite_pytorch import EfficientNet
 from PIL import Image
 from skimage import data as skimage_data
 
-from modeling_wvlp.configuration_wvlp import WVLPEfficientNetLiteConfig
-from modeling_wvlp.convert_efficientnet_lite import (
+from wvlp.modeling.configuration_wvlp import WVLPEfficientNetLiteConfig
+from wvlp.modeling.convert_efficientnet_lite import (
     convert_state_dict,
     load_pretrained_efficientnet_lite,
     packaged_checkpoint_path,
 )
-from modeling_wvlp.modeling_efficientnet_lite import WVLPEfficientNetLiteModel, init_efficientnet_weights
+from wvlp.modeling.modeling_efficientnet_lite import WVLPEfficientNetLiteModel, init_efficientnet_weights
 
 
 def lite_pixel_values(image: np.ndarray, size: int = 224) -> torch.Tensor:

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from dataset_builder.template_corpus import write_template_corpus
-from train.cli import main
+from wvlp.data.template_corpus import write_template_corpus
+from wvlp.cli import main
 
 RETRIEVAL_KEYS = {"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum",
                   "i2t_mean_rank", "i2t_median_rank", "t2i_mean_rank", "t2i_median_rank"}
@@ -54,8 +54,8 @@ def test_wvlp_evaluate_writes_the_eval_json(saved_model, tmp_path, capsys):
 
 
 def test_evaluate_model_accepts_a_loaded_model(saved_model, tmp_path):
-    from evaluation.data import EvalData
-    from evaluation.run import evaluate_model, load_model
+    from wvlp.evaluation.data import EvalData
+    from wvlp.evaluation.run import evaluate_model, load_model
 
     model, processor = load_model(saved_model)
     images = [torch.rand(3, 32, 32) for _ in range(4)]

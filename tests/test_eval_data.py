@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evaluation.data import load_caption_dataset, load_eval_data, load_karpathy
+from wvlp.evaluation.data import load_caption_dataset, load_eval_data, load_karpathy
 
 
 def karpathy_fixture(tmp_path):

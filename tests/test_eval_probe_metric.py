@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
-from evaluation.distributed import merge_by_index
-from evaluation.linear_probe import linear_probe
-from evaluation.retrieval import rank_scores, rerank_top_k, retrieval_metrics
-from evaluation.zero_shot import zero_shot_metrics
+from wvlp.evaluation.distributed import merge_by_index
+from wvlp.evaluation.linear_probe import linear_probe
+from wvlp.evaluation.retrieval import rank_scores, rerank_top_k, retrieval_metrics
+from wvlp.evaluation.zero_shot import zero_shot_metrics
 
 METRIC_DIR = Path(__file__).resolve().parent.parent / "evaluation" / "metrics" / "wvlp_retrieval"
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation.retrieval import (
+from wvlp.evaluation.retrieval import (
     evaluate_retrieval,
     rank_gallery,
     rank_metrics,

@@ -5,16 +5,16 @@ import pytest
 import torch
 from PIL import Image
 
-from dataset_builder.fashion_mnist import CLASS_NAMES
-from dataset_builder.sources import FashionMNISTSource
-from evaluation.prompt_files import (
+from wvlp.data.fashion_mnist import CLASS_NAMES
+from wvlp.data.sources import FashionMNISTSource
+from wvlp.evaluation.prompt_files import (
     DEFAULT_TEMPLATES,
     FASHION_MNIST_CLASSNAMES,
     classnames_for,
     load_classnames,
     load_templates,
 )
-from evaluation.zero_shot import (
+from wvlp.evaluation.zero_shot import (
     build_description_classifier,
     build_zero_shot_classifier,
     holdout_label_ids,
@@ -27,7 +27,7 @@ from tests.helpers import tiny_config_kwargs
 
 @pytest.fixture(scope="module")
 def tiny_model_and_processor():
-    from modeling_wvlp import WVLPConfig, WVLPModel, build_default_processor
+    from wvlp.modeling import WVLPConfig, WVLPModel, build_default_processor
 
     torch.manual_seed(0)
     processor = build_default_processor(32)

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from dataset_builder.template_corpus import write_template_corpus
+from wvlp.data.template_corpus import write_template_corpus
 from tests.helpers import tree
-from train.cli import main
-from wvlp.errors import USER_ERROR_STATUS, is_user_error, run_command
-from wvlp.safe_io import RUN, UnsafeOutputError, check_writable
+from wvlp.cli import main
+from wvlp.common.errors import USER_ERROR_STATUS, is_user_error, run_command
+from wvlp.common.safe_io import RUN, UnsafeOutputError, check_writable
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,10 +25,10 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("command, config, message", [
-    (["-m", "train.cli", "describe"], "seed: abc\n", "wvlp describe: describe config bad.yaml: seed='abc': expected an integer"),
-    (["-m", "train.cli", "describe"], "", "wvlp describe: describe config bad.yaml is empty"),
+    (["-m", "wvlp.cli", "describe"], "seed: abc\n", "wvlp describe: describe config bad.yaml: seed='abc': expected an integer"),
+    (["-m", "wvlp.cli", "describe"], "", "wvlp describe: describe config bad.yaml is empty"),
     ([str(ROOT / "train" / "run.py")], "training:\n  learning_rate: abc\n", "train/run.py: training.learning_rate='abc'"),
-    (["-m", "train.cli", "train"], "data: [1, 2]\n", "wvlp train: "),
+    (["-m", "wvlp.cli", "train"], "data: [1, 2]\n", "wvlp train: "),
 ])  # fmt: skip
 def test_user_errors_are_one_line_with_status_2(tmp_path, command, config, message):
     (tmp_path / "bad.yaml").write_text(config)
@@ -60,7 +60,7 @@ def test_programming_errors_keep_their_traceback(tmp_path):
 
 def test_is_user_error_looks_at_where_the_error_was_raised():
     try:
-        from train.config import load_config
+        from wvlp.train.config import load_config
 
         load_config(None, ["nonsense"])
     except ValueError as err:
@@ -90,7 +90,7 @@ def test_evaluate_never_overwrites_files_it_did_not_write(saved_model, tmp_path)
     before = tree(precious)
     for out in ("paper.json", "run.json"):
         with pytest.raises(UnsafeOutputError, match="would be overwritten"):
-            from evaluation.run import evaluate_model
+            from wvlp.evaluation.run import evaluate_model
 
             evaluate_model(saved_model, corpus, tasks="zero-shot", itm_k=0, out=precious / out)
         assert tree(precious) == before

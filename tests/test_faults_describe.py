@@ -14,13 +14,13 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from dataset_builder.describe import GenerationCache, generate_descriptions, generation_key
-from dataset_builder.pipeline import DescribeConfig, load_describe_config, run_describe
-from dataset_builder.prompts import PromptTemplate
-from dataset_builder.sources import FashionMNISTSource
+from wvlp.data.describe import GenerationCache, generate_descriptions, generation_key
+from wvlp.data.pipeline import DescribeConfig, load_describe_config, run_describe
+from wvlp.data.prompts import PromptTemplate
+from wvlp.data.sources import FashionMNISTSource
 from tests.helpers import EchoBackend, make_images, png_bytes, save_hf, tree
 from tests.openai_server import OpenAIStubServer
-from wvlp.safe_io import MARKER, LockHeldError, UnsafeOutputError
+from wvlp.common.safe_io import MARKER, LockHeldError, UnsafeOutputError
 
 SHAPE = PromptTemplate("shape", "Describe the {label}.", "appearance")
 PROMPTS = textwrap.dedent("""
@@ -100,7 +100,7 @@ def test_describe_replaces_its_own_corpus_and_refuses_a_cache_inside_it(tmp_path
 
 HOLDER = textwrap.dedent("""
     import sys
-    from dataset_builder.describe import GenerationCache
+    from wvlp.data.describe import GenerationCache
     cache = GenerationCache(sys.argv[1])
     cache.add({"key": "a|p|0", "raw_text": "first, fsync'd by the holder"})
     print("ready", flush=True)
@@ -234,7 +234,7 @@ def test_every_class_gets_held_out_descriptions_or_the_run_fails(tmp_path, serve
         assert sorted(set(descriptions[split]["class_name"])) == ["bag", "boot", "coat"], split
     with pytest.raises(ValueError, match=r"heldout_fraction=0: must be in \(0, 1\)"):
         load_describe_config(None, {"heldout_fraction": 0})
-    from dataset_builder.dataset import split_heldout
+    from wvlp.data.dataset import split_heldout
 
     single = [{"description_id": f"d{i}", "class_id": f"c{i}"} for i in range(3)]
     with pytest.raises(ValueError, match="no description is held out"):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from dataset_builder.llm import BackendUnavailableError, GenerationRequest, GenerationResult, ServerBackend, build_backend
+from wvlp.data.llm import BackendUnavailableError, GenerationRequest, GenerationResult, ServerBackend, build_backend
 from tests.helpers import chat, run
 from tests.openai_server import OpenAIStubServer, last_user_message
 

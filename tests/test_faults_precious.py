@@ -11,8 +11,8 @@ import yaml
 
 from tests.helpers import cli_args, make_images, tree
 from tests.openai_server import OpenAIStubServer
-from train.cli import main
-from wvlp.errors import USER_ERROR_STATUS
+from wvlp.cli import main
+from wvlp.common.errors import USER_ERROR_STATUS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +54,7 @@ def test_describe_leaves_a_precious_output_folder_alone(tmp_path, precious, caps
 
 
 def test_training_leaves_a_precious_output_folder_alone(tmp_path, precious, capsys):
-    from dataset_builder.template_corpus import write_template_corpus
+    from wvlp.data.template_corpus import write_template_corpus
 
     corpus = write_template_corpus(tmp_path / "corpus", images_per_split=8)
     before = tree(precious)

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
 
-from modeling_wvlp.pretrained_assets import minilm_path
-from modeling_wvlp.processing_wvlp import WVLPProcessor, register_processor_auto_classes
+from wvlp.modeling.pretrained_assets import minilm_path
+from wvlp.modeling.processing_wvlp import WVLPProcessor, register_processor_auto_classes
 from tests.helpers import CHILD, pil_inputs, pv, rgb_u8
 
 ORIENTATION = 0x0112

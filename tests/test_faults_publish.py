@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import TOKEN, cli_args
-from wvlp.errors import USER_ERROR_STATUS
-from train.cli import main as wvlp
-from train.publish import PublishError, check_model_folder
+from wvlp.common.errors import USER_ERROR_STATUS
+from wvlp.cli import main as wvlp
+from wvlp.release.publish import PublishError, check_model_folder
 
 SPACE = Path(__file__).resolve().parents[1] / "spaces_demo"
 MODEL_FILES = {"config.json", "model.safetensors", "configuration_wvlp.py", "modeling_wvlp.py", "losses.py",
@@ -182,7 +182,7 @@ def _placeholder_tokenizer(words: int):
 
 
 def _with_too_many_tokens():
-    from modeling_wvlp import build_default_processor
+    from wvlp.modeling import build_default_processor
 
     tokenizer = build_default_processor().tokenizer
     tokenizer.add_tokens([f"zqextra{i}" for i in range(8)])  # 30530 > the model's text_config.vocab_size 30522
@@ -198,7 +198,7 @@ def _with_too_many_tokens():
 )  # fmt: skip
 def test_fresh_process_check_rejects_a_wrong_vocabulary(release, tmp_path, make_tokenizer, problem):
     """Defect 7: the fresh-process check must tokenize a sentence, not only load the processor."""
-    from modeling_wvlp import WVLPImageProcessor, WVLPProcessor
+    from wvlp.modeling import WVLPImageProcessor, WVLPProcessor
 
     model = copy_of(release["run"] / "model", tmp_path / "model", drop=("tokenizer.json", "tokenizer_config.json"))
     WVLPProcessor(WVLPImageProcessor(size=32), make_tokenizer(), max_length=16).save_pretrained(model)

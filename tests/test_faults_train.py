@@ -12,12 +12,12 @@ import torch
 import transformers.modeling_utils
 from safetensors.torch import load_file
 
-from dataset_builder.template_corpus import write_template_corpus
-from modeling_wvlp import WVLPForPreTraining
-from train.config import load_config
-from train.run import holdout_labels, train
-from train.trainer import NonFiniteLossError
-from wvlp.safe_io import MARKER, UnsafeOutputError
+from wvlp.data.template_corpus import write_template_corpus
+from wvlp.modeling import WVLPForPreTraining
+from wvlp.train.config import load_config
+from wvlp.train.run import holdout_labels, train
+from wvlp.train.trainer import NonFiniteLossError
+from wvlp.common.safe_io import MARKER, UnsafeOutputError
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "train" / "configs" / "tiny.yaml"

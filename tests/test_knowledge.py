@@ -3,8 +3,8 @@ import logging
 import numpy as np
 import pytest
 
-from dataset_builder.fashion_mnist import CLASS_NAMES
-from dataset_builder.knowledge import (
+from wvlp.data.fashion_mnist import CLASS_NAMES
+from wvlp.data.knowledge import (
     CorpusSentence,
     KnowledgeIndex,
     SentenceEmbedder,

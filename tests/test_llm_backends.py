@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dataset_builder.llm import (
+from wvlp.data.llm import (
     BackendUnavailableError,
     DescriptionBackend,
     GenerationRequest,
@@ -228,7 +228,7 @@ def test_local_bad_request_fails_alone(smollm2):
 
 
 def test_local_cache_location(monkeypatch, tmp_path):
-    from dataset_builder.llm import default_cache_dir
+    from wvlp.data.llm import default_cache_dir
 
     monkeypatch.setenv("WVLP_CACHE", str(tmp_path))
     assert default_cache_dir() == tmp_path

@@ -3,10 +3,10 @@
 import torch
 from peft import PeftModel
 
-from modeling_wvlp import WVLPConfig, WVLPForPreTraining
+from wvlp.modeling import WVLPConfig, WVLPForPreTraining
 from tests.helpers import tiny_batch, tiny_config_kwargs
-from train.config import LoraArgs
-from train.lora import FULLY_TRAINED, apply_lora
+from wvlp.train.config import LoraArgs
+from wvlp.train.lora import FULLY_TRAINED, apply_lora
 
 
 def outputs(model, batch):

@@ -4,8 +4,8 @@ import math
 
 import torch
 
-from modeling_wvlp import WVLPForPreTraining
-from modeling_wvlp.losses import contrastive_loss, positive_targets, sample_hard_negatives
+from wvlp.modeling import WVLPForPreTraining
+from wvlp.modeling.losses import contrastive_loss, positive_targets, sample_hard_negatives
 from tests.helpers import tiny_batch
 
 

@@ -10,7 +10,7 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModel, AutoModelForPreTraining
 
-from modeling_wvlp import WVLPConfig, WVLPForPreTraining, WVLPModel
+from wvlp.modeling import WVLPConfig, WVLPForPreTraining, WVLPModel
 from tests.helpers import tiny_batch, tiny_config_kwargs
 
 VIT = dict(model_type="vit", hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModel
 
-from modeling_wvlp import PFormerModel
+from wvlp.modeling import PFormerModel
 from tests.helpers import tiny_lm, tiny_pformer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,8 +102,8 @@ def test_save_load_round_trip_keeps_the_lm_out(tmp_path):
 
 
 def test_run_py_trains_the_tiny_pformer(tmp_path):
-    from dataset_builder.template_corpus import write_template_corpus
-    from train.run import main
+    from wvlp.data.template_corpus import write_template_corpus
+    from wvlp.train.run import main
 
     corpus = write_template_corpus(tmp_path / "corpus", images_per_split=4)
     out = tmp_path / "run"
@@ -121,9 +121,9 @@ def test_run_py_trains_the_tiny_pformer(tmp_path):
 def test_smollm2_pformer_beats_random_prompts():
     from transformers import AutoTokenizer
 
-    from modeling_wvlp.pretrained_assets import minilm_path
-    from train.config import ModelArgs
-    from train.pformer_run import PFormerCollator, build_pformer, load_frozen_language_model
+    from wvlp.modeling.pretrained_assets import minilm_path
+    from wvlp.train.config import ModelArgs
+    from wvlp.train.pformer_run import PFormerCollator, build_pformer, load_frozen_language_model
 
     text_tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))
     lm, lm_tokenizer, path = load_frozen_language_model("smollm2", text_tokenizer)
@@ -133,7 +133,7 @@ def test_smollm2_pformer_beats_random_prompts():
     model.attach_language_model(lm)
     collator = PFormerCollator(text_tokenizer, lm_tokenizer, max_length=16, lm_max_length=12)
     batch = collator(["a sneaker with white laces"])
-    from modeling_wvlp.modeling_bridge import prompt_lm_loss
+    from wvlp.modeling.modeling_bridge import prompt_lm_loss
 
     with torch.no_grad():
         std = lm.get_input_embeddings().weight.std()

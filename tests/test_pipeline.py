@@ -12,7 +12,7 @@ import pytest
 from datasets import Features
 from huggingface_hub import DatasetCard
 
-from dataset_builder.pipeline import DescribeConfig, run_describe
+from wvlp.data.pipeline import DescribeConfig, run_describe
 from tests.openai_server import OpenAIStubServer
 
 KNOWLEDGE = [

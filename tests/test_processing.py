@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from modeling_wvlp.configuration_wvlp import WVLPConfig
-from modeling_wvlp.image_processing_wvlp import WVLPImageProcessor
-from modeling_wvlp.pretrained_assets import DEFAULT_IMAGE_SIZE, build_default_processor, minilm_path
-from modeling_wvlp.processing_wvlp import WVLPProcessor, register_processor_auto_classes
+from wvlp.modeling.configuration_wvlp import WVLPConfig
+from wvlp.modeling.image_processing_wvlp import WVLPImageProcessor
+from wvlp.modeling.pretrained_assets import DEFAULT_IMAGE_SIZE, build_default_processor, minilm_path
+from wvlp.modeling.processing_wvlp import WVLPProcessor, register_processor_auto_classes
 from tests.helpers import CHILD, S, pil_inputs, pv, rgb_u8
 
 STEP = 2 / 255  # one 8-bit level after the default normalisation ((x / 255 - 0.5) / 0.5)

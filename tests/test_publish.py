@@ -7,9 +7,9 @@ import pytest
 from huggingface_hub import ModelCard
 
 from tests.helpers import EVAL, TOKEN, cli_args, load_app
-from wvlp.errors import USER_ERROR_STATUS
-from train.cli import main as wvlp
-from train.model_card import EvalFileError, load_eval, render_model_card
+from wvlp.common.errors import USER_ERROR_STATUS
+from wvlp.cli import main as wvlp
+from wvlp.release.model_card import EvalFileError, load_eval, render_model_card
 
 
 def test_dry_run_stages_validates_and_uploads_nothing(release, hub, capsys):
@@ -32,7 +32,7 @@ def test_dry_run_stages_validates_and_uploads_nothing(release, hub, capsys):
     assert "load_dataset: images: train 4, test 4" in out.out
     # A Space without the project installed searches the published dataset's test images.
     gallery = load_app()._gallery_from_dataset(str(staging / "dataset"), 3)
-    from dataset_builder.fashion_mnist import CLASS_NAMES
+    from wvlp.data.fashion_mnist import CLASS_NAMES
 
     assert len(gallery.images) == 3 and set(gallery.captions) <= set(CLASS_NAMES)
 

@@ -6,7 +6,7 @@ import datasets
 import pytest
 from PIL import Image
 
-from dataset_builder.sources import (
+from wvlp.data.sources import (
     ClassInfo,
     FashionMNISTSource,
     HFDatasetSource,
@@ -14,7 +14,7 @@ from dataset_builder.sources import (
     build_source,
     clean_label,
 )
-from dataset_builder.wordnet import WordNet
+from wvlp.data.wordnet import WordNet
 from tests.helpers import png_bytes, save_hf
 
 BAG = "n02773037"

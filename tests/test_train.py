@@ -14,9 +14,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import set_seed
 
-from dataset_builder.template_corpus import write_template_corpus
-from train.config import load_config
-from train.run import build_model_and_processor, main
+from wvlp.data.template_corpus import write_template_corpus
+from wvlp.train.config import load_config
+from wvlp.train.run import build_model_and_processor, main
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = str(ROOT / "train" / "configs" / "tiny.yaml")
@@ -123,7 +123,7 @@ def test_kill_and_resume_continues_exactly(corpus, tmp_path):
 
 
 def test_gradient_accumulation_is_the_mean_of_micro_batch_gradients(corpus, tmp_path):
-    from train.collator import DistillationCollator
+    from wvlp.train.collator import DistillationCollator
 
     overrides = ["training.max_steps=1", "training.gradient_accumulation_steps=4", "training.optim=sgd",
                  "training.learning_rate=1.0", "training.lr_scheduler_type=constant", "training.max_grad_norm=0",
@@ -133,7 +133,7 @@ def test_gradient_accumulation_is_the_mean_of_micro_batch_gradients(corpus, tmp_
                  "model.config.vision_config={variant: lite0, image_size: 32, drop_connect_rate: 0.0}"]
     config = load_config(TINY, [f"data.path={corpus}", f"training.output_dir={tmp_path / 'ga'}"] + overrides)
     seen = []
-    from train import run as run_module
+    from wvlp.train import run as run_module
 
     original = DistillationCollator.__call__
 

@@ -3,8 +3,8 @@ import time
 
 import pytest
 
-from dataset_builder.knowledge import imagenet_wnids
-from dataset_builder.wordnet import WORDNET_DIR, WordNet, split_gloss
+from wvlp.data.knowledge import imagenet_wnids
+from wvlp.data.wordnet import WORDNET_DIR, WordNet, split_gloss
 
 TENCH, SANDAL, SHOE, FOOTWEAR, TEE_SHIRT = "n01440764", "n04133789", "n04199027", "n03380867", "n03595614"
 ARTIFACT, ENTITY = "n00021939", "n00001740"

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance
 
-from modeling_wvlp import WVLPProcessor
+from wvlp.modeling import WVLPProcessor
 
 IGNORE_INDEX = -100
 

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from transformers import TrainingArguments
 
-from wvlp.config_check import Rule, above, at_least, check_section, each, field_hints, fraction, one_of
+from wvlp.common.config_check import Rule, above, at_least, check_section, each, field_hints, fraction, one_of
 
 
 @dataclass
@@ -167,7 +167,7 @@ def _build_section(name: str, cls: type, values: Any) -> Any:
     """The dataclass section `name` from its checked values (and `data.augment` checked against AugmentConfig)."""
     checked = check_section(name, values, {f.name for f in dataclasses.fields(cls)}, field_hints(cls), RULES)
     if name == "data" and "augment" in checked:
-        from train.collator import AugmentConfig  # lazily: the collator imports the model package
+        from wvlp.train.collator import AugmentConfig  # lazily: the collator imports the model package
 
         fields = {f.name for f in dataclasses.fields(AugmentConfig)}
         checked["augment"] = check_section("data.augment", checked["augment"], fields, field_hints(AugmentConfig), RULES)

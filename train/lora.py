@@ -3,7 +3,7 @@
 import torch
 from peft import LoraConfig, get_peft_model
 
-from modeling_wvlp import WVLPForPreTraining, WVLPModel
+from wvlp.modeling import WVLPForPreTraining, WVLPModel
 
 from .config import LoraArgs
 from .trainer import unwrap_pretraining_model

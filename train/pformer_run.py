@@ -5,7 +5,7 @@
 
 Sentences: the corpus' generated descriptions plus their retrieved external-knowledge sentences (train split);
 the held-out descriptions (test split) give the perplexity in `metrics.json`. The frozen LM is the packaged
-SmolLM2-135M-Instruct (dequantised once into the cache by `dataset_builder.llm`), a random tiny Llama, or a folder.
+SmolLM2-135M-Instruct (dequantised once into the cache by `wvlp.data.llm`), a random tiny Llama, or a folder.
 The run folder gets checkpoints, the P-Former with its tokenizer in `model/` (its config points at the LM) and
 `metrics.json`.
 """
@@ -18,15 +18,15 @@ import datasets
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, set_seed
 
-from modeling_wvlp import PFormerConfig, PFormerModel
-from modeling_wvlp.convert_minilm import load_bert_folder, text_config_from_bert
-from modeling_wvlp.modeling_bridge import freeze_language_model, load_lm_tokenizer, prompt_token_nll
-from modeling_wvlp.pretrained_assets import minilm_path
-from train.collator import lm_sentence_tokens
-from train.config import ModelArgs, RunConfig
-from train.plots import plot_loss_curves
-from train.trainer import NonFiniteLossError, WVLPTrainer, open_run_folder
-from wvlp.safe_io import atomic_write_text
+from wvlp.modeling import PFormerConfig, PFormerModel
+from wvlp.modeling.convert_minilm import load_bert_folder, text_config_from_bert
+from wvlp.modeling.modeling_bridge import freeze_language_model, load_lm_tokenizer, prompt_token_nll
+from wvlp.modeling.pretrained_assets import minilm_path
+from wvlp.train.collator import lm_sentence_tokens
+from wvlp.train.config import ModelArgs, RunConfig
+from wvlp.train.plots import plot_loss_curves
+from wvlp.train.trainer import NonFiniteLossError, WVLPTrainer, open_run_folder
+from wvlp.common.safe_io import atomic_write_text
 
 TINY_TEXT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                  max_position_embeddings=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
@@ -36,7 +36,7 @@ TINY_LM = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_k
 
 def smollm2_folder() -> Path:
     """The packaged SmolLM2-135M-Instruct as a plain transformers folder (dequantised once into the cache)."""
-    from dataset_builder.llm import _sha256_prefix, default_cache_dir, default_gguf_path, materialize_gguf
+    from wvlp.data.llm import _sha256_prefix, default_cache_dir, default_gguf_path, materialize_gguf
 
     gguf = default_gguf_path()
     # Same folder name as LocalTransformersBackend, so the description pipeline and P-Former share one copy.
@@ -57,7 +57,7 @@ def load_frozen_language_model(spec: str, text_tokenizer, seed: int = 0) -> tupl
     folder = smollm2_folder() if spec == "smollm2" else Path(spec)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"pformer.language_model={spec!r}: {folder} is not a transformers model folder")
-    from modeling_wvlp.modeling_bridge import load_language_model
+    from wvlp.modeling.modeling_bridge import load_language_model
 
     return load_language_model(str(folder)), load_lm_tokenizer(str(folder)), str(folder)
 

@@ -16,16 +16,14 @@ import json
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # `python train/run.py` and `accelerate launch train/run.py` run this as a script
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import datasets
 import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer, set_seed
 
-from evaluation.zero_shot import zero_shot_accuracy
-from modeling_wvlp import (
+from wvlp.evaluation.zero_shot import zero_shot_accuracy
+from wvlp.modeling import (
     WVLPConfig,
     WVLPForPreTraining,
     WVLPImageProcessor,
@@ -34,14 +32,14 @@ from modeling_wvlp import (
     build_default_model,
     build_default_processor,
 )
-from modeling_wvlp.convert_minilm import load_bert_folder, text_config_from_bert
-from train.callbacks import CollatorEpochCallback, MomentumUpdateCallback, ZeroShotCallback
-from train.collator import AugmentConfig, DescriptionPool, DistillationCollator
-from train.config import DataArgs, ModelArgs, RunConfig, load_config
-from train.lora import apply_lora, merged_student
-from train.plots import plot_loss_curves
-from train.trainer import WVLPTrainer, open_run_folder
-from wvlp.safe_io import atomic_write_text
+from wvlp.modeling.convert_minilm import load_bert_folder, text_config_from_bert
+from wvlp.train.callbacks import CollatorEpochCallback, MomentumUpdateCallback, ZeroShotCallback
+from wvlp.train.collator import AugmentConfig, DescriptionPool, DistillationCollator
+from wvlp.train.config import DataArgs, ModelArgs, RunConfig, load_config
+from wvlp.train.lora import apply_lora, merged_student
+from wvlp.train.plots import plot_loss_curves
+from wvlp.train.trainer import WVLPTrainer, open_run_folder
+from wvlp.common.safe_io import atomic_write_text
 
 IMAGE_COLUMNS = {"image", "label", "image_id"}
 TINY_TEXT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
@@ -100,13 +98,13 @@ def attach_frozen_modules(model: WVLPForPreTraining, args: ModelArgs) -> object 
 
     `model.config.language_model_path: smollm2` means the packaged SmolLM2-135M; the saved config then holds its folder.
     """
-    from modeling_wvlp.modeling_bridge import load_language_model, load_lm_tokenizer
+    from wvlp.modeling.modeling_bridge import load_language_model, load_lm_tokenizer
 
     config = model.config
     if not config.prompt_bridge:
         return None
     if config.language_model_path == "smollm2":
-        from train.pformer_run import smollm2_folder
+        from wvlp.train.pformer_run import smollm2_folder
 
         config.language_model_path = model.wvlp.config.language_model_path = str(smollm2_folder())
     if not config.language_model_path or not Path(config.language_model_path, "config.json").is_file():
@@ -123,7 +121,7 @@ def attach_frozen_modules(model: WVLPForPreTraining, args: ModelArgs) -> object 
         if not args.pformer_path or not Path(args.pformer_path).is_dir():
             raise FileNotFoundError(f"model.pformer_path={args.pformer_path!r}: pformer_alignment_loss_weight > 0 needs "
                                     "a trained P-Former folder (train one with model.kind: pformer)")
-        from modeling_wvlp import PFormerModel
+        from wvlp.modeling import PFormerModel
 
         model.attach_pformer(PFormerModel.from_pretrained(args.pformer_path))
     return tokenizer
@@ -262,7 +260,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     config = load_config(args.config, args.set)
     if config.model.kind == "pformer":  # text-only P-Former pre-training has its own data and loop
-        from train.pformer_run import train_pformer
+        from wvlp.train.pformer_run import train_pformer
 
         return train_pformer(config, resume=args.resume)
     if config.model.kind != "wvlp":
@@ -271,6 +269,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    from wvlp.errors import run_command
+    from wvlp.common.errors import run_command
 
     run_command("train/run.py", main)

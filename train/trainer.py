@@ -16,8 +16,8 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints, sort_checkpoints
 
-from modeling_wvlp import WVLPForPreTraining
-from wvlp.safe_io import RUN, check_writable, claim_dir
+from wvlp.modeling import WVLPForPreTraining
+from wvlp.common.safe_io import RUN, check_writable, claim_dir
 
 
 

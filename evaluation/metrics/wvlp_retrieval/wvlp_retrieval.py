@@ -7,7 +7,7 @@ Load it from this folder, offline (no Hub download):
     metric = evaluate.load("evaluation/metrics/wvlp_retrieval", "zero_shot")
     metric.compute(predictions=logits, references=labels, classnames=[...])
 
-It is a thin wrapper: the numbers come from `evaluation.retrieval` and `evaluation.zero_shot`, the functions that
+It is a thin wrapper: the numbers come from `wvlp.evaluation.retrieval` and `wvlp.evaluation.zero_shot`, the functions that
 `wvlp evaluate` uses and the test suite checks (the `wvlp` package must be importable).
 """
 
@@ -16,8 +16,8 @@ import evaluate
 import numpy as np
 import torch
 
-from evaluation.retrieval import rank_scores, rerank_top_k, retrieval_metrics
-from evaluation.zero_shot import zero_shot_metrics
+from wvlp.evaluation.retrieval import rank_scores, rerank_top_k, retrieval_metrics
+from wvlp.evaluation.zero_shot import zero_shot_metrics
 
 _DESCRIPTION = __doc__
 _KWARGS_DESCRIPTION = """

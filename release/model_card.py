@@ -19,7 +19,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 EVAL_SCHEMA = "wvlp-eval/1"
-TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "model_card.md"
+TEMPLATE_PATH = Path(__file__).with_name("model_card.md")
 LICENSE = "apache-2.0"
 PIPELINE_TAG = "zero-shot-image-classification"
 BASE_TAGS = ["custom_code", "vision-language", "clip", "zero-shot-image-classification", "image-text-retrieval",

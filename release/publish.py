@@ -39,9 +39,9 @@ from typing import Any
 
 import yaml
 
-from wvlp.errors import UserInputError
-from wvlp.safe_io import MARKER, RELEASE, STAGING, UnsafeOutputError, check_outside, check_writable, claim_dir
-from wvlp.safe_io import remove_dir, replace_dir
+from wvlp.common.errors import UserInputError
+from wvlp.common.safe_io import MARKER, RELEASE, STAGING, UnsafeOutputError, check_outside, check_writable, claim_dir
+from wvlp.common.safe_io import remove_dir, replace_dir
 
 TOKEN_ENV = "HF_TOKEN"
 REPO_TYPES = ("dataset", "model", "space")  # upload order: a repo only refers to repos uploaded before it
@@ -261,7 +261,7 @@ def model_release_files(folder: Path) -> list[str]:
 def stage_model(model_dir: str | os.PathLike, target: Path, model_id: str, dataset_id: str, space_id: str,
                 eval_jsons: Sequence[str | os.PathLike] = ()) -> None:
     """Copies the model folder's allow-listed files into `target` and writes the rendered model card as README.md."""
-    from train.model_card import EvalFileError, render_model_card
+    from wvlp.release.model_card import EvalFileError, render_model_card
 
     folder, run = resolve_model_folder(model_dir)
     config = _read_json(folder / "config.json")

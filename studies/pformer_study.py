@@ -1,6 +1,6 @@
 """Study hook: does the P-Former alignment term help image-conditioned generation at the same compute?
 
-    python train/pformer_study.py --corpus out/fashion-mnist/corpus --vl-model out/fashion-mnist/run/model \
+    python -m studies.pformer_study --corpus out/fashion-mnist/corpus --vl-model out/fashion-mnist/run/model \
         --seeds 0 1 2 --steps 60 --pformer-steps 120 --alignment-weights 1 10 --out docs/pformer_results.json
 
 `run_alignment_study()` first trains one text-only P-Former briefly (shared by both arms, outside the arm budget),
@@ -21,18 +21,16 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 from transformers import AutoTokenizer
 
-from evaluation.generative import describe_then_classify, description_perplexity, generated_examples
-from modeling_wvlp import WVLPConfig, WVLPForPreTraining, WVLPImageProcessor, WVLPModel, build_default_model
-from modeling_wvlp.pretrained_assets import minilm_path
-from train.config import ModelArgs
-from train.pformer_run import PFormerCollator, build_pformer, load_frozen_language_model, sentence_perplexity
-from train.study import seed_stats
+from wvlp.evaluation.generative import describe_then_classify, description_perplexity, generated_examples
+from wvlp.modeling import WVLPConfig, WVLPForPreTraining, WVLPImageProcessor, WVLPModel, build_default_model
+from wvlp.modeling.pretrained_assets import minilm_path
+from wvlp.train.config import ModelArgs
+from wvlp.train.pformer_run import PFormerCollator, build_pformer, load_frozen_language_model, sentence_perplexity
+from studies.study import seed_stats
 
 DEFAULT_CORPUS = "out/fashion-mnist/corpus"
 OFF = dict(itc_loss_weight=0.0, itm_loss_weight=0.0, mlm_loss_weight=0.0, imc_loss_weight=0.0,

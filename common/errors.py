@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 USER_ERROR_STATUS = 2
-_PROJECT_DIRS = tuple(str(Path(__file__).resolve().parents[1] / name) + os.sep
-                      for name in ("train", "evaluation", "dataset_builder", "modeling_wvlp", "wvlp"))
+# `python train/run.py` runs the entry point as `__main__`, outside the `wvlp` module names.
+_SCRIPT_DIR = str(Path(__file__).resolve().parents[1] / "train") + os.sep
 _INPUT_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 
 
@@ -30,7 +30,10 @@ def is_user_error(err: BaseException) -> bool:
     frame = err.__traceback__
     while frame is not None and frame.tb_next is not None:
         frame = frame.tb_next
-    return frame is not None and frame.tb_frame.f_code.co_filename.startswith(_PROJECT_DIRS)
+    if frame is None:
+        return False
+    module = frame.tb_frame.f_globals.get("__name__", "")
+    return module.startswith("wvlp.") or (module == "__main__" and frame.tb_frame.f_code.co_filename.startswith(_SCRIPT_DIR))
 
 
 def run_command(name: str, func: Callable[..., Any], *args: Any) -> Any:

@@ -2,18 +2,18 @@
 
 import argparse
 
-from wvlp.errors import run_command
+from wvlp.common.errors import run_command
 
 def demo(args: argparse.Namespace) -> None:
     """describe -> pre-train -> evaluate -> report -> release folders, on the embedded default."""
-    from train.demo import run_demo
+    from wvlp.demo import run_demo
 
     run_demo(args.output, args.scale)
 
 
 def describe(args: argparse.Namespace) -> None:
     """Labels -> LLM descriptions -> cleaned, knowledge-augmented `datasets` corpus."""
-    from dataset_builder.pipeline import load_describe_config, run_describe
+    from wvlp.data.pipeline import load_describe_config, run_describe
 
     overrides = {"output": args.output} if args.output else {}
     folder = run_describe(load_describe_config(args.config, overrides))
@@ -22,7 +22,7 @@ def describe(args: argparse.Namespace) -> None:
 
 def pretrain(args: argparse.Namespace) -> None:
     """Same as `python train/run.py`."""
-    from train.run import main as run_main
+    from wvlp.train.run import main as run_main
 
     run_main(["--config", args.config, *[item for s in args.set for item in ("--set", s)]]
              + (["--resume"] if args.resume else []))
@@ -30,7 +30,7 @@ def pretrain(args: argparse.Namespace) -> None:
 
 def publish(args: argparse.Namespace) -> None:
     """Stage, validate and upload the model, dataset and Space repos of a release (see train/publish.py)."""
-    from train.publish import run_from_args
+    from wvlp.release.publish import run_from_args
 
     run_from_args(args)
 
@@ -39,7 +39,7 @@ def evaluate(args: argparse.Namespace) -> None:
     """Zero-shot / retrieval / linear probe of a saved model; writes the wvlp-eval/1 JSON (see evaluation/run.py)."""
     import json
 
-    from evaluation.run import evaluate_model
+    from wvlp.evaluation.run import evaluate_model
 
     holdout = [c.strip() for c in args.holdout_classes.split(",") if c.strip()] if args.holdout_classes else None
     record = evaluate_model(args.model, args.data, tasks=args.task, split=args.split, image_root=args.image_root,
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     demo_parser.add_argument("--output", default="out/fashion-mnist", help="folder of every stage's output")
     demo_parser.set_defaults(func=demo)
     publish_parser = commands.add_parser("publish", help="release the model, dataset and Space on the Hub")
-    from train.publish import add_arguments as add_publish_arguments
+    from wvlp.release.publish import add_arguments as add_publish_arguments
 
     add_publish_arguments(publish_parser)
     publish_parser.set_defaults(func=publish)

@@ -3,7 +3,7 @@
     wvlp demo                      # full scale: 360 SmolLM2 descriptions, fashion-mnist.yaml, 10k test images
     wvlp demo --scale ci           # the same code path at a size CI can afford (a few minutes)
 
-Every stage is the public entry point a user would call (`run_describe`, `train.run.train`, `evaluate_model`,
+Every stage is the public entry point a user would call (`run_describe`, `wvlp.train.run.train`, `evaluate_model`,
 `stage_release` + `validate_release`); the demo only chooses their inputs. Rerunning reuses the description cache
 (`<output>/corpus.generations.jsonl`), so only missing generations are requested again.
 """
@@ -14,13 +14,14 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-DESCRIBE_CONFIG = REPO / "dataset_builder" / "configs" / "fashion-mnist.yaml"
-TRAIN_CONFIG = REPO / "train" / "configs" / "fashion-mnist.yaml"
-SPACE_DIR = REPO / "spaces_demo"
+DESCRIBE_CONFIG = Path(str(files("wvlp.data") / "configs" / "fashion-mnist.yaml"))
+TRAIN_CONFIG = Path(str(files("wvlp.train") / "configs" / "fashion-mnist.yaml"))
+# The Space is not an installed package: the demo stages it from the checkout it runs in.
+SPACE_DIR = Path(__file__).resolve().parents[1] / "spaces_demo"
 
 
 @dataclass(frozen=True)
@@ -61,13 +62,13 @@ def run_demo(output: str | Path = "out/fashion-mnist", scale: str = "full", org:
     """Runs the whole job into `output` and returns the summary (also written to `<output>/summary.json`)."""
     if scale not in SCALES:
         raise ValueError(f"scale={scale!r}: expected one of {sorted(SCALES)}")
-    from dataset_builder.pipeline import load_describe_config, run_describe
-    from evaluation.run import evaluate_model
-    from train.config import load_config
-    from train.publish import repo_ids, stage_release, validate_release
-    from train.report import write_report
-    from train.run import train
-    from wvlp.safe_io import RUN, remove_dir
+    from wvlp.data.pipeline import load_describe_config, run_describe
+    from wvlp.evaluation.run import evaluate_model
+    from wvlp.train.config import load_config
+    from wvlp.release.publish import repo_ids, stage_release, validate_release
+    from wvlp.release.report import write_report
+    from wvlp.train.run import train
+    from wvlp.common.safe_io import RUN, remove_dir
 
     plan, out = SCALES[scale], Path(output)
     corpus, run_dir, eval_dir = out / "corpus", out / "run", out / "eval"

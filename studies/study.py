@@ -1,7 +1,7 @@
 """The study: what each part of the method contributes on the embedded default (mean +- std over seeds).
 
-    python -m train.study --corpus out/fashion-mnist/corpus --output out/study          # every arm, seeds 0 1 2
-    python -m train.study --corpus out/fashion-mnist/corpus --output out/study --arms full templates --seeds 0
+    python -m studies.study --corpus out/fashion-mnist/corpus --output out/study          # every arm, seeds 0 1 2
+    python -m studies.study --corpus out/fashion-mnist/corpus --output out/study --arms full templates --seeds 0
 
 Every arm trains `train/configs/fashion-mnist.yaml` with the same budget (`--steps` optimiser steps of the same batch
 size and resolution) and differs only by the overrides listed in ARMS; each run is evaluated with the same protocol
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from train.demo import TRAIN_CONFIG
-from wvlp.safe_io import RUN, STAGING, remove_dir
+from wvlp.demo import TRAIN_CONFIG
+from wvlp.common.safe_io import RUN, STAGING, remove_dir
 
 UNSEEN = ("Sandal", "Shirt", "Bag")  # held out of pre-training in the unseen-class arms
 # Label templates of the "templates only" arm: the CLIP-style text side the method replaces.
@@ -53,8 +53,8 @@ def templates_corpus(corpus: Path, folder: Path) -> Path:
     import datasets
     import numpy as np
 
-    from dataset_builder.knowledge import SentenceEmbedder
-    from dataset_builder.sources import FashionMNISTSource
+    from wvlp.data.knowledge import SentenceEmbedder
+    from wvlp.data.sources import FashionMNISTSource
 
     if (folder / "README.md").is_file():
         return folder
@@ -96,9 +96,9 @@ def templates_corpus(corpus: Path, folder: Path) -> Path:
 
 def run_arm(arm: str, seed: int, corpus: Path, output: Path, steps: int, eval_images: int) -> dict:
     """Trains and evaluates one (arm, seed); returns its `wvlp-eval/1` record plus the run's timing."""
-    from evaluation.run import evaluate_model
-    from train.config import load_config
-    from train.run import train
+    from wvlp.evaluation.run import evaluate_model
+    from wvlp.train.config import load_config
+    from wvlp.train.run import train
 
     spec = ARMS[arm]
     run_dir = output / arm / f"seed{seed}"
@@ -116,7 +116,7 @@ def run_arm(arm: str, seed: int, corpus: Path, output: Path, steps: int, eval_im
     metrics = train(load_config(TRAIN_CONFIG, overrides))
     seconds = time.perf_counter() - start
     record = evaluate_model(run_dir / "model", corpus, tasks="zero-shot", max_images=eval_images,
-                            holdout_classes=holdout or None, command=f"python -m train.study --arms {arm} "
+                            holdout_classes=holdout or None, command=f"python -m studies.study --arms {arm} "
                             f"--seeds {seed} --steps {steps} --eval-images {eval_images}")
     record["study"] = {"arm": arm, "seed": seed, "steps": steps, "train_seconds": round(seconds, 1),
                        "overrides": overrides, "train_loss": metrics["train"].get("train_loss")}
@@ -126,8 +126,8 @@ def run_arm(arm: str, seed: int, corpus: Path, output: Path, steps: int, eval_im
 
 def references(corpus: Path, output: Path, eval_images: int, probe_train: int) -> dict:
     """Untrained initial model: zero-shot accuracy and a linear probe on its frozen image features."""
-    from evaluation.run import evaluate_model
-    from modeling_wvlp import build_default_model, build_default_processor
+    from wvlp.evaluation.run import evaluate_model
+    from wvlp.modeling import build_default_model, build_default_processor
 
     path = output / "initial_model.json"
     if path.is_file():
@@ -185,7 +185,7 @@ def write_results(summary: dict, args: argparse.Namespace, docs: Path) -> None:
     docs.mkdir(parents=True, exist_ok=True)
     setup = {"steps": args.steps, "seeds": args.seeds, "eval_images": args.eval_images, "unseen_classes": UNSEEN,
              "train_config": str(TRAIN_CONFIG.relative_to(TRAIN_CONFIG.parents[2])),
-             "command": f"python -m train.study --corpus {args.corpus} --output {args.output} --steps {args.steps} "
+             "command": f"python -m studies.study --corpus {args.corpus} --output {args.output} --steps {args.steps} "
                         f"--eval-images {args.eval_images} --seeds {' '.join(map(str, args.seeds))}"}
     (docs / "results.json").write_text(json.dumps({"setup": setup, **summary}, indent=2) + "\n")
 
