@@ -4,6 +4,7 @@ import argparse
 
 from wvlp.common.errors import run_command
 
+
 def demo(args: argparse.Namespace) -> None:
     """describe -> pre-train -> evaluate -> report -> release folders, on the embedded default."""
     from wvlp.demo import run_demo
@@ -24,8 +25,10 @@ def pretrain(args: argparse.Namespace) -> None:
     """Same as `python train/run.py`."""
     from wvlp.train.run import main as run_main
 
-    run_main(["--config", args.config, *[item for s in args.set for item in ("--set", s)]]
-             + (["--resume"] if args.resume else []))
+    run_main(
+        ["--config", args.config, *[item for s in args.set for item in ("--set", s)]]
+        + (["--resume"] if args.resume else [])
+    )
 
 
 def publish(args: argparse.Namespace) -> None:
@@ -42,9 +45,18 @@ def evaluate(args: argparse.Namespace) -> None:
     from wvlp.evaluation.run import evaluate_model
 
     holdout = [c.strip() for c in args.holdout_classes.split(",") if c.strip()] if args.holdout_classes else None
-    record = evaluate_model(args.model, args.data, tasks=args.task, split=args.split, image_root=args.image_root,
-                            itm_k=args.itm_k, max_images=args.max_images, holdout_classes=holdout,
-                            stage=args.stage, out=args.out)
+    record = evaluate_model(
+        args.model,
+        args.data,
+        tasks=args.task,
+        split=args.split,
+        image_root=args.image_root,
+        itm_k=args.itm_k,
+        max_images=args.max_images,
+        holdout_classes=holdout,
+        stage=args.stage,
+        out=args.out,
+    )
     print(json.dumps(record["metrics"], indent=2))
     if args.out:
         print(f"eval JSON written to {args.out}")
@@ -64,8 +76,9 @@ def main(argv: list[str] | None = None) -> None:
     train_parser.add_argument("--resume", action="store_true")
     train_parser.set_defaults(func=pretrain)
     demo_parser = commands.add_parser("demo", help="the main job on the embedded default")
-    demo_parser.add_argument("--scale", choices=("full", "ci"), default="full",
-                             help="ci: the same code path at a size a CI job affords")
+    demo_parser.add_argument(
+        "--scale", choices=("full", "ci"), default="full", help="ci: the same code path at a size a CI job affords"
+    )
     demo_parser.add_argument("--output", default="out/fashion-mnist", help="folder of every stage's output")
     demo_parser.set_defaults(func=demo)
     publish_parser = commands.add_parser("publish", help="release the model, dataset and Space on the Hub")
@@ -75,8 +88,12 @@ def main(argv: list[str] | None = None) -> None:
     publish_parser.set_defaults(func=publish)
     evaluate_parser = commands.add_parser("evaluate", help="zero-shot, retrieval and linear-probe evaluation -> JSON")
     evaluate_parser.add_argument("--model", required=True, help="saved model folder (save_pretrained)")
-    evaluate_parser.add_argument("--task", default="all", help="zero-shot, retrieval, linear-probe (comma-separated) or all")
-    evaluate_parser.add_argument("--data", required=True, help="corpus folder, Karpathy JSON or save_to_disk dataset folder")
+    evaluate_parser.add_argument(
+        "--task", default="all", help="zero-shot, retrieval, linear-probe (comma-separated) or all"
+    )
+    evaluate_parser.add_argument(
+        "--data", required=True, help="corpus folder, Karpathy JSON or save_to_disk dataset folder"
+    )
     evaluate_parser.add_argument("--image-root", help="image folder of a Karpathy JSON")
     evaluate_parser.add_argument("--split", default="test")
     evaluate_parser.add_argument("--itm-k", type=int, default=16, help="ITM re-ranking depth (0: ITC only)")

@@ -39,11 +39,22 @@ class DemoScale:
 SCALES = {
     "full": DemoScale(),
     "ci": DemoScale(
-        describe={"samples_per_prompt": 1, "max_images_per_split": 4000, "llm": {"type": "local", "batch_size": 16},
-                  "decoding": {"max_new_tokens": 40, "temperature": 0.9, "top_p": 0.95}},
-        train=("training.max_steps=40", "run.alpha_warmup_steps=15", "model.config.queue_size=256",
-               "data.max_eval_samples=500"),
-        eval_images=1000, retrieval_images=300, probe_train=2000, itm_k=8,
+        describe={
+            "samples_per_prompt": 1,
+            "max_images_per_split": 4000,
+            "llm": {"type": "local", "batch_size": 16},
+            "decoding": {"max_new_tokens": 40, "temperature": 0.9, "top_p": 0.95},
+        },
+        train=(
+            "training.max_steps=40",
+            "run.alpha_warmup_steps=15",
+            "model.config.queue_size=256",
+            "data.max_eval_samples=500",
+        ),
+        eval_images=1000,
+        retrieval_images=300,
+        probe_train=2000,
+        itm_k=8,
     ),
 }
 
@@ -62,13 +73,13 @@ def run_demo(output: str | Path = "out/fashion-mnist", scale: str = "full", org:
     """Runs the whole job into `output` and returns the summary (also written to `<output>/summary.json`)."""
     if scale not in SCALES:
         raise ValueError(f"scale={scale!r}: expected one of {sorted(SCALES)}")
+    from wvlp.common.safe_io import RUN, remove_dir
     from wvlp.data.pipeline import load_describe_config, run_describe
     from wvlp.evaluation.run import evaluate_model
-    from wvlp.train.config import load_config
     from wvlp.release.publish import repo_ids, stage_release, validate_release
     from wvlp.release.report import write_report
+    from wvlp.train.config import load_config
     from wvlp.train.run import train
-    from wvlp.common.safe_io import RUN, remove_dir
 
     plan, out = SCALES[scale], Path(output)
     corpus, run_dir, eval_dir = out / "corpus", out / "run", out / "eval"
@@ -83,12 +94,30 @@ def run_demo(output: str | Path = "out/fashion-mnist", scale: str = "full", org:
 
     model_dir = run_dir / "model"
     zero_shot_json, retrieval_json = eval_dir / "zero_shot.json", eval_dir / "retrieval.json"
-    _timed("evaluate: zero-shot + linear probe", timings, lambda: evaluate_model(
-        model_dir, corpus, tasks="zero-shot,linear-probe", max_images=plan.eval_images,
-        probe_max_train=plan.probe_train, out=zero_shot_json))
-    _timed("evaluate: class-level retrieval (held-out descriptions)", timings, lambda: evaluate_model(
-        model_dir, corpus, tasks="retrieval", max_images=plan.retrieval_images, itm_k=plan.itm_k,
-        out=retrieval_json))
+    _timed(
+        "evaluate: zero-shot + linear probe",
+        timings,
+        lambda: evaluate_model(
+            model_dir,
+            corpus,
+            tasks="zero-shot,linear-probe",
+            max_images=plan.eval_images,
+            probe_max_train=plan.probe_train,
+            out=zero_shot_json,
+        ),
+    )
+    _timed(
+        "evaluate: class-level retrieval (held-out descriptions)",
+        timings,
+        lambda: evaluate_model(
+            model_dir,
+            corpus,
+            tasks="retrieval",
+            max_images=plan.retrieval_images,
+            itm_k=plan.itm_k,
+            out=retrieval_json,
+        ),
+    )
 
     def release() -> Path:
         repos = repo_ids(org, "wvlp", "wvlp-descriptions", "wvlp-demo")
@@ -97,7 +126,14 @@ def run_demo(output: str | Path = "out/fashion-mnist", scale: str = "full", org:
         return staged.staging
 
     release_dir = _timed("release folders (model, dataset, Space; validated, not uploaded)", timings, release)
-    summary = write_report(out / "report", run_dir, metrics, [zero_shot_json, retrieval_json], timings,
-                           scale=scale, release_dir=release_dir)
+    summary = write_report(
+        out / "report",
+        run_dir,
+        metrics,
+        [zero_shot_json, retrieval_json],
+        timings,
+        scale=scale,
+        release_dir=release_dir,
+    )
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -9,12 +9,9 @@ Usage: python bench/describe_local.py [--batch-sizes 8 16] [--new-tokens 48]
 """
 
 import argparse
-import os
-import sys
 import time
 
 import torch
-
 
 from wvlp.data.fashion_mnist import CLASS_NAMES
 from wvlp.data.llm import GenerationRequest, LocalTransformersBackend
@@ -65,15 +62,19 @@ def main() -> None:
     backend = LocalTransformersBackend()
     requests = prompts(args.new_tokens)
     timed(backend, requests[:2], 2)  # warm-up
-    print(f"{backend.name} ({backend.revision}), {len(requests)} prompts, {args.new_tokens} new tokens, sampling, "
-          f"{torch.get_num_threads()} torch threads")  # fmt: skip
+    print(
+        f"{backend.name} ({backend.revision}), {len(requests)} prompts, {args.new_tokens} new tokens, sampling, "
+        f"{torch.get_num_threads()} torch threads"
+    )
     single_s, reference, contention = timed(backend, requests, 1)
     print(f"{'batch size':>10} {'seconds':>8} {'desc/s':>7} {'speed-up':>8} {'same texts':>10} {'CPU stall':>9}")
     print(f"{1:>10} {single_s:>8.2f} {len(requests) / single_s:>7.2f} {1.0:>8.2f} {'':>10} {contention:>9}")
     for batch_size in args.batch_sizes:
         seconds, texts, contention = timed(backend, requests, batch_size)
-        print(f"{batch_size:>10} {seconds:>8.2f} {len(requests) / seconds:>7.2f} {single_s / seconds:>8.2f} "
-              f"{str(texts == reference):>10} {contention:>9}")  # fmt: skip
+        print(
+            f"{batch_size:>10} {seconds:>8.2f} {len(requests) / seconds:>7.2f} {single_s / seconds:>8.2f} "
+            f"{str(texts == reference):>10} {contention:>9}"
+        )
     print("e.g.", repr(reference["p0"]))
 
 

@@ -14,9 +14,9 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 from wvlp.data.llm import GenerationRequest, ServerBackend
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def measure(base_url: str, concurrency: int, n: int) -> tuple[float, float]:
@@ -43,22 +43,31 @@ def main() -> None:
     args = parser.parse_args()
     server = subprocess.Popen(
         [sys.executable, "-m", "tests.openai_server", "--latency", str(args.latency)],
-        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         base_url = server.stdout.readline().strip()
-        print(f"loopback server (own process), {args.latency * 1000:.0f} ms per request, {args.waves} waves, "
-              f"median of {args.repeats}")  # fmt: skip
-        print(f"{'concurrency':>11} {'requests':>8} {'wall s':>7} {'req/s':>7} {'ideal':>7} {'fraction':>8} "
-              f"{'client CPU ms/req':>17}")  # fmt: skip
+        print(
+            f"loopback server (own process), {args.latency * 1000:.0f} ms per request, {args.waves} waves, "
+            f"median of {args.repeats}"
+        )
+        print(
+            f"{'concurrency':>11} {'requests':>8} {'wall s':>7} {'req/s':>7} {'ideal':>7} {'fraction':>8} "
+            f"{'client CPU ms/req':>17}"
+        )
         for concurrency in args.concurrency:
             n = args.waves * concurrency
             runs = [measure(base_url, concurrency, n) for _ in range(args.repeats)]
             wall = statistics.median(w for w, _ in runs)
             cpu = statistics.median(c for _, c in runs)
             ideal = concurrency / args.latency
-            print(f"{concurrency:>11} {n:>8} {wall:>7.2f} {n / wall:>7.1f} {ideal:>7.1f} {n / wall / ideal:>8.3f} "
-                  f"{cpu / n * 1000:>17.2f}")  # fmt: skip
+            print(
+                f"{concurrency:>11} {n:>8} {wall:>7.2f} {n / wall:>7.1f} {ideal:>7.1f} {n / wall / ideal:>8.3f} "
+                f"{cpu / n * 1000:>17.2f}"
+            )
     finally:
         server.stdin.close()
         try:

@@ -34,9 +34,7 @@ def clustered_unit_vectors(n: int, dim: int, centers: np.ndarray, rng: np.random
     return out
 
 
-def numpy_top_k(
-    corpus: np.ndarray, queries: np.ndarray, k: int, chunk: int = 65_536
-) -> tuple[np.ndarray, np.ndarray]:
+def numpy_top_k(corpus: np.ndarray, queries: np.ndarray, k: int, chunk: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k by inner product: chunked matmul, argpartition per chunk, then one merge."""
     best_scores = np.full((len(queries), 0), -np.inf, np.float32)
     best_indices = np.zeros((len(queries), 0), np.int64)
@@ -99,8 +97,12 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--dim", type=int, default=384)
-    parser.add_argument("--data", choices=("uniform", "clustered"), default="uniform",
-                        help="uniform on the sphere, or a random Gaussian mixture with n/100 clusters")
+    parser.add_argument(
+        "--data",
+        choices=("uniform", "clustered"),
+        default="uniform",
+        help="uniform on the sphere, or a random Gaussian mixture with n/100 clusters",
+    )
     parser.add_argument("--hnsw-max", type=int, default=200_000, help="largest corpus to build HNSW for")
     args = parser.parse_args()
     rng = np.random.default_rng(0)

@@ -68,15 +68,22 @@ def main() -> None:
 
     def itc_step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        student(pixel_values=batch["pixel_values"], input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"], category_ids=batch["category_ids"], return_loss=True).loss.backward()
+        student(
+            pixel_values=batch["pixel_values"],
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            category_ids=batch["category_ids"],
+            return_loss=True,
+        ).loss.backward()
         optimizer.step()
 
     full = time_steps(full_step, args.steps)
     itc = time_steps(itc_step, args.steps)
     n = args.batch_size
-    print(f"threads={torch.get_num_threads()} batch={n} image={args.image_size}px text={args.length} tokens "
-          f"knowledge={args.knowledge}/description")
+    print(
+        f"threads={torch.get_num_threads()} batch={n} image={args.image_size}px text={args.length} tokens "
+        f"knowledge={args.knowledge}/description"
+    )
     print(f"full pre-training step (ITC+ITM+MLM+knowledge, EMA, queue): {full:.3f} s  {n / full:.1f} samples/s")
     print(f"plain ITC-only dual-encoder step:                           {itc:.3f} s  {n / itc:.1f} samples/s")
     print(f"ratio full/ITC-only time: {full / itc:.2f}x  (throughput ratio {itc / full:.2f})")

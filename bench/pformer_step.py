@@ -10,10 +10,7 @@ Usage: python bench/pformer_step.py [--lm smollm2|tiny] [--batch-size 8] [--prom
 import argparse
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
-
 
 import torch
 
@@ -39,9 +36,8 @@ def load_lm(kind: str):
         from wvlp.train.pformer_run import tiny_language_model
 
         return tiny_language_model(30522)
-    from wvlp.train.pformer_run import smollm2_folder
-
     from wvlp.modeling.modeling_bridge import load_language_model
+    from wvlp.train.pformer_run import smollm2_folder
 
     return load_language_model(str(smollm2_folder()))
 
@@ -65,8 +61,10 @@ def main(argv: list[str] | None = None) -> dict:
     pformer = PFormerModel(PFormerConfig(text_config=text, num_prompts=args.prompts, prompt_dim=width))
     pformer.attach_language_model(lm).train()
     g = torch.Generator().manual_seed(0)
-    batch = dict(input_ids=torch.randint(1000, 30000, (args.batch_size, 32), generator=g),
-                 lm_input_ids=torch.randint(10, vocab, (args.batch_size, args.length), generator=g))
+    batch = dict(
+        input_ids=torch.randint(1000, 30000, (args.batch_size, 32), generator=g),
+        lm_input_ids=torch.randint(10, vocab, (args.batch_size, args.length), generator=g),
+    )
     optimizer = torch.optim.AdamW(pformer.parameters(), lr=1e-5)
 
     def train_step() -> None:
@@ -76,8 +74,15 @@ def main(argv: list[str] | None = None) -> dict:
 
     step_s = time_calls(train_step, args.steps)
 
-    model = WVLPModel(WVLPConfig(vision_config=dict(variant="lite0", image_size=args.image_size), text_config=text,
-                                 prompt_bridge=True, bridge_num_prompts=args.prompts, bridge_prompt_dim=width)).eval()
+    model = WVLPModel(
+        WVLPConfig(
+            vision_config=dict(variant="lite0", image_size=args.image_size),
+            text_config=text,
+            prompt_bridge=True,
+            bridge_num_prompts=args.prompts,
+            bridge_prompt_dim=width,
+        )
+    ).eval()
     pixel_values = torch.randn(args.batch_size, 3, args.image_size, args.image_size, generator=g)
 
     class Ids:  # decoding is not what is measured: return ids as text
@@ -88,10 +93,17 @@ def main(argv: list[str] | None = None) -> dict:
 
     generation = {}
     for use_cache in (True, False):
+
         def generate() -> None:
             # min_new_tokens forces every row to the full length, so both arms decode the same token count.
-            model.generate_description(pixel_values, language_model=lm, tokenizer=Ids(), max_new_tokens=args.new_tokens,
-                                       min_new_tokens=args.new_tokens, use_cache=use_cache)
+            model.generate_description(
+                pixel_values,
+                language_model=lm,
+                tokenizer=Ids(),
+                max_new_tokens=args.new_tokens,
+                min_new_tokens=args.new_tokens,
+                use_cache=use_cache,
+            )
 
         seconds = time_calls(generate, max(1, args.steps // 2))
         generation["kv_cache" if use_cache else "no_kv_cache"] = {
@@ -99,12 +111,16 @@ def main(argv: list[str] | None = None) -> dict:
             "tokens_per_second": round(args.batch_size * args.new_tokens / seconds, 1),
         }
     result = {
-        "lm": args.lm, "threads": torch.get_num_threads(), "batch_size": args.batch_size, "prompts": args.prompts,
+        "lm": args.lm,
+        "threads": torch.get_num_threads(),
+        "batch_size": args.batch_size,
+        "prompts": args.prompts,
         "pformer_train_step_s": round(step_s, 3),
         "pformer_sentences_per_s": round(args.batch_size / step_s, 2),
         "generation": generation,
-        "kv_cache_speedup": round(generation["kv_cache"]["tokens_per_second"]
-                                  / generation["no_kv_cache"]["tokens_per_second"], 2),
+        "kv_cache_speedup": round(
+            generation["kv_cache"]["tokens_per_second"] / generation["no_kv_cache"]["tokens_per_second"], 2
+        ),
     }
     print(json.dumps(result, indent=2))
     return result

@@ -57,7 +57,9 @@ def main() -> None:
     texts = torch.randn(len(text_groups), args.dim, generator=g) + 4.0 * images[text_groups]
     texts = torch.nn.functional.normalize(texts, dim=-1)
     image_groups = np.arange(args.images)
-    print(f"# {args.images} images x {len(text_groups)} texts, dim {args.dim}, torch threads {torch.get_num_threads()}")
+    print(
+        f"# {args.images} images x {len(text_groups)} texts, dim {args.dim}, torch threads {torch.get_num_threads()}"
+    )
 
     def run(**options):
         i2t = rank_gallery(images, texts, image_groups, text_groups, k=args.k, **options)
@@ -79,8 +81,10 @@ def main() -> None:
     base_seconds, base_peak = rows[0][1], max(rows[0][2], 1)
     print(f"{'method':<26} {'time s':>8} {'x naive':>8} {'peak MiB':>9} {'x naive':>8} {'same ranks':>10} {'rsum':>7}")
     for name, seconds, peak, same, rsum in rows:
-        print(f"{name:<26} {seconds:8.2f} {seconds / base_seconds:8.2f} {peak / 2**20:9.0f} {peak / base_peak:8.2f} "
-              f"{str(same):>10} {rsum:7.3f}")
+        print(
+            f"{name:<26} {seconds:8.2f} {seconds / base_seconds:8.2f} {peak / 2**20:9.0f} {peak / base_peak:8.2f} "
+            f"{str(same):>10} {rsum:7.3f}"
+        )
 
 
 if __name__ == "__main__":

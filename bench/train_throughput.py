@@ -25,18 +25,30 @@ CONFIG = Path(__file__).resolve().parent.parent / "train" / "configs" / "tiny.ya
 
 def setup(corpus: Path, out: Path, init: str, steps: int, batch_size: int):
     """Config, model, collator and training rows of one measured run (identical for both loops)."""
-    overrides = [f"data.path={corpus}", f"training.output_dir={out}", f"training.max_steps={steps}",
-                 f"training.per_device_train_batch_size={batch_size}", "training.save_steps=100000",
-                 "training.logging_steps=100000", f"model.init={init}"]
+    overrides = [
+        f"data.path={corpus}",
+        f"training.output_dir={out}",
+        f"training.max_steps={steps}",
+        f"training.per_device_train_batch_size={batch_size}",
+        "training.save_steps=100000",
+        "training.logging_steps=100000",
+        f"model.init={init}",
+    ]
     if init == "default":
         overrides += ["model.image_size=96", "model.config={queue_size: 1024}"]
     config = load_config(CONFIG, overrides)
     set_seed(0)
     images, descriptions = load_corpus(config.data)
     model, processor = build_model_and_processor(config.model)
-    collator = DistillationCollator(processor, DescriptionPool.from_dataset(descriptions["train"]), max_length=32,
-                                    knowledge_max_length=16, num_knowledge=2, augment=AugmentConfig(),
-                                    augmented_view=model.config.imc_loss_weight > 0)
+    collator = DistillationCollator(
+        processor,
+        DescriptionPool.from_dataset(descriptions["train"]),
+        max_length=32,
+        knowledge_max_length=16,
+        num_knowledge=2,
+        augment=AugmentConfig(),
+        augmented_view=model.config.imc_loss_weight > 0,
+    )
     return config, model, collator, images["train"]
 
 
@@ -44,8 +56,13 @@ def trainer_run(corpus: Path, init: str, steps: int, batch_size: int) -> float:
     """Seconds per step of WVLPTrainer.train (after one warm-up step)."""
     with tempfile.TemporaryDirectory() as out:
         config, model, collator, rows = setup(corpus, Path(out), init, steps + 1, batch_size)
-        trainer = WVLPTrainer(model=model, args=config.training, train_dataset=rows, data_collator=collator,
-                              callbacks=[MomentumUpdateCallback(), CollatorEpochCallback(collator)])
+        trainer = WVLPTrainer(
+            model=model,
+            args=config.training,
+            train_dataset=rows,
+            data_collator=collator,
+            callbacks=[MomentumUpdateCallback(), CollatorEpochCallback(collator)],
+        )
         times = []
 
         class Timer(MomentumUpdateCallback):
@@ -62,8 +79,11 @@ def plain_run(corpus: Path, init: str, steps: int, batch_size: int) -> float:
     with tempfile.TemporaryDirectory() as out:
         config, model, collator, rows = setup(corpus, Path(out), init, steps + 1, batch_size)
         loader = torch.utils.data.DataLoader(rows, batch_size=batch_size, shuffle=True, collate_fn=collator)
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
-                                      lr=config.training.learning_rate, weight_decay=config.training.weight_decay)
+        optimizer = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad],
+            lr=config.training.learning_rate,
+            weight_decay=config.training.weight_decay,
+        )
         model.train()
         times, batches = [], iter(loader)
         for _ in range(steps + 1):

@@ -67,8 +67,14 @@ def _describe(annotation: Any) -> str:
         return f"a list of ({_describe(args[0])})" if args else "a list"
     if origin is tuple:
         return f"a list of {len(args)} items ({', '.join(_describe(arg) for arg in args)})"
-    named = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a mapping",
-             type(None): "null"}
+    named = {
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        dict: "a mapping",
+        type(None): "null",
+    }
     return named.get(origin or annotation, getattr(annotation, "__name__", str(annotation)))
 
 
@@ -136,15 +142,17 @@ def _convert(value: Any, annotation: Any) -> Any:
     return value
 
 
-def check_section(section: str, values: Any, fields: set[str], hints: dict[str, Any],
-                  rules: dict[str, Rule]) -> dict[str, Any]:
+def check_section(
+    section: str, values: Any, fields: set[str], hints: dict[str, Any], rules: dict[str, Rule]
+) -> dict[str, Any]:
     """The section's values converted to their annotated types (`hints`) and checked against `rules`
     (keyed by `section.field`, or by `field` for the unnamed top-level section `""`)."""
     if values is None:
         return {}
     if not isinstance(values, dict):
-        raise ValueError(f"{section or 'the config'}={values!r}: expected a mapping of {section or 'its'}.* keys "
-                         "(a YAML section)")
+        raise ValueError(
+            f"{section or 'the config'}={values!r}: expected a mapping of {section or 'its'}.* keys (a YAML section)"
+        )
     unknown = sorted(str(key) for key in values if key not in fields)
     if unknown:
         where = f" in section '{section}'" if section else ""

@@ -33,7 +33,9 @@ def is_user_error(err: BaseException) -> bool:
     if frame is None:
         return False
     module = frame.tb_frame.f_globals.get("__name__", "")
-    return module.startswith("wvlp.") or (module == "__main__" and frame.tb_frame.f_code.co_filename.startswith(_SCRIPT_DIR))
+    return module.startswith("wvlp.") or (
+        module == "__main__" and frame.tb_frame.f_code.co_filename.startswith(_SCRIPT_DIR)
+    )
 
 
 def run_command(name: str, func: Callable[..., Any], *args: Any) -> Any:

@@ -17,7 +17,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserInputError
+from wvlp.common.errors import UserInputError
 
 MARKER = ".wvlp-output.json"
 
@@ -42,8 +42,17 @@ class FolderKind:
 CORPUS = FolderKind("corpus", ("README.md", "data", "stats.json"), ("README.md", "data"))
 RUN = FolderKind(
     "run",
-    ("checkpoint-*", "model", "language_model", "plots", "metrics.json", "trainer_state.json", ".staging", "runs",
-     "*.log"),
+    (
+        "checkpoint-*",
+        "model",
+        "language_model",
+        "plots",
+        "metrics.json",
+        "trainer_state.json",
+        ".staging",
+        "runs",
+        "*.log",
+    ),
     ("metrics.json",),
 )
 RELEASE = FolderKind("release", ("model", "dataset", "space", "validated.json"), ("validated.json",))
@@ -135,8 +144,10 @@ def check_outside(path: str | os.PathLike, folder: str | os.PathLike, what: str,
     """Raises UnsafeOutputError when `path` is `folder` or lies inside it (it would be removed with it)."""
     path, folder = Path(path).resolve(), Path(folder).resolve()
     if path == folder or folder in path.parents:
-        raise UnsafeOutputError(f"{what} {path} lies inside {folder_what} {folder}, which is written afresh: "
-                                f"it would be removed; choose paths outside each other")
+        raise UnsafeOutputError(
+            f"{what} {path} lies inside {folder_what} {folder}, which is written afresh: "
+            f"it would be removed; choose paths outside each other"
+        )
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -186,8 +197,10 @@ class ProcessLock:
                 holder = self.path.read_text().strip() or "unknown"
             except OSError:
                 holder = "unknown"
-            raise LockHeldError(f"{self.what} is in use by process {holder} (lock {self.path}); wait for it to "
-                                "finish or use another path") from None
+            raise LockHeldError(
+                f"{self.what} is in use by process {holder} (lock {self.path}); wait for it to "
+                "finish or use another path"
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd
@@ -210,6 +223,23 @@ class ProcessLock:
         self.release()
 
 
-__all__ = ["CORPUS", "MARKER", "RELEASE", "RUN", "STAGING", "FolderKind", "LockHeldError", "ProcessLock",
-           "UnsafeOutputError", "atomic_write_bytes", "atomic_write_text", "check_outside", "check_writable",
-           "claim_dir", "marker_kind", "remove_dir", "replace_dir", "write_marker"]
+__all__ = [
+    "CORPUS",
+    "MARKER",
+    "RELEASE",
+    "RUN",
+    "STAGING",
+    "FolderKind",
+    "LockHeldError",
+    "ProcessLock",
+    "UnsafeOutputError",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "check_outside",
+    "check_writable",
+    "claim_dir",
+    "marker_kind",
+    "remove_dir",
+    "replace_dir",
+    "write_marker",
+]

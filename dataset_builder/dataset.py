@@ -27,9 +27,8 @@ from huggingface_hub import DatasetCard, DatasetCardData
 from PIL import Image
 
 from wvlp.common.safe_io import CORPUS, STAGING, check_writable, claim_dir, remove_dir, replace_dir
-
-from .describe import write_stats
-from .sources import ClassInfo, LabelSource
+from wvlp.data.describe import write_stats
+from wvlp.data.sources import ClassInfo, LabelSource
 
 PROVENANCE_FIELDS = {
     "description_id": datasets.Value("string"),
@@ -51,7 +50,12 @@ def features_for(classes: Sequence[ClassInfo], teacher_dim: int) -> dict[str, da
     label = datasets.ClassLabel(names=[c.name for c in sorted(classes, key=lambda c: c.label)])
     return {
         "images": datasets.Features(
-            {"image": datasets.Image(), "label": label, "class_id": datasets.Value("string"), "image_id": datasets.Value("string")}
+            {
+                "image": datasets.Image(),
+                "label": label,
+                "class_id": datasets.Value("string"),
+                "image_id": datasets.Value("string"),
+            }
         ),
         "descriptions": datasets.Features(
             {
@@ -117,7 +121,9 @@ def split_heldout(rows: Sequence[dict], fraction: float) -> list[bool]:
     Raises ValueError when no description at all is held out (the `descriptions` config would have no test split).
     """
     if not 0 < fraction < 1:
-        raise ValueError(f"heldout_fraction={fraction!r} must be in (0, 1): the corpus needs train and test descriptions")
+        raise ValueError(
+            f"heldout_fraction={fraction!r} must be in (0, 1): the corpus needs train and test descriptions"
+        )
     digests = [_heldout_digest(r["description_id"]) for r in rows]
     heldout = [d < fraction for d in digests]
     by_class: dict[Any, list[int]] = {}
@@ -132,8 +138,10 @@ def split_heldout(rows: Sequence[dict], fraction: float) -> list[bool]:
         elif len(test) == len(members):
             heldout[max(members, key=digests.__getitem__)] = False
     if rows and not any(heldout):
-        raise ValueError(f"no description is held out for test: every class has fewer than two descriptions "
-                         f"({len(rows)} in {len(by_class)} classes); generate more samples per prompt")
+        raise ValueError(
+            f"no description is held out for test: every class has fewer than two descriptions "
+            f"({len(rows)} in {len(by_class)} classes); generate more samples per prompt"
+        )
     return heldout
 
 
@@ -145,8 +153,12 @@ def _image_rows(source: LabelSource, split: str, max_images: int | None, skip_lo
         except (OSError, ValueError) as err:
             source._skip(example.image_id, f"cannot be stored as PNG: {err}")
             continue
-        yield {"image": {"bytes": png, "path": None}, "label": example.label,
-               "class_id": by_label[example.label].class_id, "image_id": example.image_id}  # fmt: skip
+        yield {
+            "image": {"bytes": png, "path": None},
+            "label": example.label,
+            "class_id": by_label[example.label].class_id,
+            "image_id": example.image_id,
+        }
     # The generator may run in a worker process (num_proc): its skips reach the parent through this file.
     with open(skip_log, "a", encoding="utf-8") as log:
         for image_id, reason in source.skipped:
@@ -225,8 +237,12 @@ def write_corpus(
         # from_generator streams to an Arrow cache on disk: a large source is never held in memory.
         images = datasets.Dataset.from_generator(
             _image_rows,
-            gen_kwargs={"source": source, "split": split, "max_images": max_images_per_split,
-                        "skip_log": str(skip_log)},
+            gen_kwargs={
+                "source": source,
+                "split": split,
+                "max_images": max_images_per_split,
+                "skip_log": str(skip_log),
+            },
             features=features["images"],
             cache_dir=str(work / "cache"),
             num_proc=num_proc,
@@ -239,8 +255,9 @@ def write_corpus(
         add("descriptions", split, _from_rows(rows, features["descriptions"]))
     add("raw_generations", "train", _from_rows([_raw_row(r) for r in raw_generations], features["raw_generations"]))
 
-    card = dataset_card(configs, features, infos, card_text.rstrip("\n") + "\n\n" + skipped_section(skipped),
-                        card_metadata)
+    card = dataset_card(
+        configs, features, infos, card_text.rstrip("\n") + "\n\n" + skipped_section(skipped), card_metadata
+    )
     card.save(str(staging / "README.md"))
     stats = {**(stats or {}), "skipped_images": skipped}
     write_stats(stats, staging / "stats.json")

@@ -18,10 +18,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from wvlp.common.safe_io import ProcessLock, atomic_write_text
-
-from .llm import DescriptionBackend, GenerationRequest, GenerationResult
-from .prompts import PromptTemplate, render, render_user_prompt
-from .sources import ClassInfo
+from wvlp.data.llm import DescriptionBackend, GenerationRequest, GenerationResult
+from wvlp.data.prompts import PromptTemplate, render, render_user_prompt
+from wvlp.data.sources import ClassInfo
 
 DECODING_DEFAULTS = {"max_new_tokens": 64, "temperature": 0.9, "top_p": 0.95}
 DROP_REASONS = ("error", "empty", "refusal", "non_english", "too_short", "too_long", "off_topic", "duplicate")
@@ -190,8 +189,11 @@ def _check_decoding(decoding: dict | None) -> dict:
         raise ValueError(f"decoding temperature must be >= 0, got {merged['temperature']!r}")
     if not 0 < float(merged["top_p"]) <= 1:
         raise ValueError(f"decoding top_p must be in (0, 1], got {merged['top_p']!r}")
-    return {"max_new_tokens": merged["max_new_tokens"], "temperature": float(merged["temperature"]),
-            "top_p": float(merged["top_p"])}  # fmt: skip
+    return {
+        "max_new_tokens": merged["max_new_tokens"],
+        "temperature": float(merged["temperature"]),
+        "top_p": float(merged["top_p"]),
+    }
 
 
 def _check_inputs(classes: Sequence[ClassInfo], prompts: Sequence[PromptTemplate], samples_per_prompt: int) -> None:
@@ -253,8 +255,9 @@ def generate_descriptions(
         missing = [key for key in planned if cache.get(key) is None]
         failed: dict[str, dict] = {}
         lock = threading.Lock()
-        bar = tqdm(total=len(planned), initial=len(planned) - len(missing), desc="describe", unit="gen",
-                   disable=not progress)  # fmt: skip
+        bar = tqdm(
+            total=len(planned), initial=len(planned) - len(missing), desc="describe", unit="gen", disable=not progress
+        )
 
         def on_result(result: GenerationResult) -> None:
             plan = planned.get(result.key)
@@ -308,13 +311,22 @@ def _record(plan: dict, result: GenerationResult) -> dict:
 
 def _check_same_classes(cache: GenerationCache, planned: dict[str, dict]) -> None:
     """Refuse a cache whose records under a planned key describe another class (ids that were once positions)."""
-    moved = sorted({(cached["class_name"], plan["class_name"], plan["class_id"]) for key, plan in planned.items()
-                    if (cached := cache.get(key)) is not None and cached.get("class_name", plan["class_name"])
-                    != plan["class_name"]})  # fmt: skip
+    moved = sorted(
+        {
+            (cached["class_name"], plan["class_name"], plan["class_id"])
+            for key, plan in planned.items()
+            if (cached := cache.get(key)) is not None
+            and cached.get("class_name", plan["class_name"]) != plan["class_name"]
+        }
+    )
     if moved:
-        shown = "; ".join(f"{new!r} (id {class_id!r}) has cached descriptions of {old!r}" for old, new, class_id in moved[:5])
-        raise ValueError(f"{cache.path}: the cache belongs to other classes: {shown}. It was written when class ids "
-                         "were label positions; delete it or set another `cache` path to regenerate")
+        shown = "; ".join(
+            f"{new!r} (id {class_id!r}) has cached descriptions of {old!r}" for old, new, class_id in moved[:5]
+        )
+        raise ValueError(
+            f"{cache.path}: the cache belongs to other classes: {shown}. It was written when class ids "
+            "were label positions; delete it or set another `cache` path to regenerate"
+        )
 
 
 def _warn_on_stale(cache: GenerationCache, planned: dict[str, dict]) -> None:
@@ -334,9 +346,7 @@ def _warn_on_stale(cache: GenerationCache, planned: dict[str, dict]) -> None:
 
 # -------------------------------------------------------------------------------------------------- cleaning
 
-_LEADING_TOKENS = re.compile(
-    r"^\s*(?:(?:<\|[^|>]{1,40}\|>|<s>|\[INST\])\s*(?:assistant|model)?\s*)+", re.IGNORECASE
-)
+_LEADING_TOKENS = re.compile(r"^\s*(?:(?:<\|[^|>]{1,40}\|>|<s>|\[INST\])\s*(?:assistant|model)?\s*)+", re.IGNORECASE)
 # After the answer, a special token or a role label at a line start opens the next turn: cut there.
 _NEXT_TURN = re.compile(
     r"<\|[^|>]{1,40}\|>|</s>|\[/?INST\]|<</?SYS>>|\n\s*(?:user|human|system|assistant|###\s*instruction)\s*:",
@@ -541,9 +551,13 @@ def clean_descriptions(
                 seen[record["class_id"]].add(normalized)
                 kept.append({**record, "text": texts[i]})
     stats = _stats(records, reasons, classes)
-    stats["settings"] = {"min_words": min_words, "max_words": max_words, "min_similarity": min_similarity,
-                         "max_sentences": max_sentences, "embedder": getattr(embedder, "name", None) if embedder
-                         else None}  # fmt: skip
+    stats["settings"] = {
+        "min_words": min_words,
+        "max_words": max_words,
+        "min_similarity": min_similarity,
+        "max_sentences": max_sentences,
+        "embedder": getattr(embedder, "name", None) if embedder else None,
+    }
     return kept, stats
 
 
@@ -568,8 +582,9 @@ def _first_check(record: dict, cls: ClassInfo, min_words: int, max_words: int, m
     return None, text
 
 
-def _mark_off_topic(records: list[dict], texts: list[str], reasons: list, by_id: dict, embedder: Any,
-                    min_similarity: float) -> None:  # fmt: skip
+def _mark_off_topic(
+    records: list[dict], texts: list[str], reasons: list, by_id: dict, embedder: Any, min_similarity: float
+) -> None:
     candidates = [i for i, reason in enumerate(reasons) if reason is None]
     if not candidates:
         return
@@ -606,8 +621,15 @@ def _stats(records: list[dict], reasons: list[str | None], classes: Sequence[Cla
             sample = record.get("raw_text") if reason != "error" else record.get("error")
             examples[reason].append({"description_id": record.get("description_id"), "text": (sample or "")[:200]})
     kept = sum(reason is None for reason in reasons)
-    return {"total": len(records), "kept": kept, "dropped": dropped, "per_class": per_class,
-            "per_prompt": per_prompt, "drops": drops, "examples": examples}  # fmt: skip
+    return {
+        "total": len(records),
+        "kept": kept,
+        "dropped": dropped,
+        "per_class": per_class,
+        "per_prompt": per_prompt,
+        "drops": drops,
+        "examples": examples,
+    }
 
 
 def write_stats(stats: dict, path: str | os.PathLike) -> Path:

@@ -6,7 +6,18 @@ from pathlib import Path
 import numpy as np
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+CLASS_NAMES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 _FILES = {"train": "train", "test": "t10k"}
 
 
@@ -18,7 +29,9 @@ def load_fashion_mnist(split: str = "train", root: Path = FASHION_MNIST_DIR) -> 
     images_path, labels_path = Path(f"{prefix}-images-idx3-ubyte.gz"), Path(f"{prefix}-labels-idx1-ubyte.gz")
     for path in (images_path, labels_path):
         if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: install the Debian package dataset-fashion-mnist (make setup)")
+            raise FileNotFoundError(
+                f"{path} is missing: install the Debian package dataset-fashion-mnist (make setup)"
+            )
     with gzip.open(images_path) as f:
         images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
     with gzip.open(labels_path) as f:

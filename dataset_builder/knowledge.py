@@ -18,7 +18,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from .wordnet import WordNet
+from wvlp.data.wordnet import WordNet
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +141,9 @@ def resolve_classes(names: Sequence[str], wordnet: WordNet | None = None, strict
             if synsets:
                 resolved[name] = synsets[0].wnid
                 if candidate != name:
-                    logger.info("class %r resolved via %r to %s (%s)", name, candidate, resolved[name], synsets[0].name)
+                    logger.info(
+                        "class %r resolved via %r to %s (%s)", name, candidate, resolved[name], synsets[0].name
+                    )
                 break
         else:
             unresolved.append(name)

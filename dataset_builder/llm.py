@@ -40,8 +40,12 @@ TOKEN_ENV = "WVLP_LLM_TOKEN"
 FALLBACK_TOKEN_ENV = "HF_TOKEN"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 _MODEL_FILES = (
-    "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
-)  # fmt: skip
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+)
 
 
 @dataclass(frozen=True)
@@ -77,9 +81,7 @@ class DescriptionBackend(Protocol):
     name: str
     revision: str
 
-    def generate(
-        self, requests: Sequence[GenerationRequest], on_result: Callable[[GenerationResult], None]
-    ) -> None:
+    def generate(self, requests: Sequence[GenerationRequest], on_result: Callable[[GenerationResult], None]) -> None:
         """Call `on_result` once per request as each completes; report per-request failures in `error`."""
         ...
 
@@ -276,9 +278,7 @@ class LocalTransformersBackend:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, revision={self.revision!r}, batch_size={self.batch_size})"
 
-    def generate(
-        self, requests: Sequence[GenerationRequest], on_result: Callable[[GenerationResult], None]
-    ) -> None:
+    def generate(self, requests: Sequence[GenerationRequest], on_result: Callable[[GenerationResult], None]) -> None:
         """Generate batch by batch (prompts of similar length together); `on_result` after each batch."""
         prepared = []
         for request in requests:
@@ -479,9 +479,7 @@ class ServerBackend:
             f"token={'set' if self._token else 'unset'})"
         )
 
-    def generate(
-        self, requests: Sequence[GenerationRequest], on_result: Callable[[GenerationResult], None]
-    ) -> None:
+    def generate(self, requests: Sequence[GenerationRequest], on_result: Callable[[GenerationResult], None]) -> None:
         """Blocking `agenerate`; inside a running event loop it runs on a helper thread (which calls `on_result`)."""
         try:
             asyncio.get_running_loop()
@@ -670,9 +668,17 @@ class ServerBackend:
 
 _LOCAL_KEYS = {"model", "batch_size", "cache_dir", "revision", "device"}
 _SERVER_KEYS = {
-    "base_url", "model", "concurrency", "timeout_s", "connect_timeout_s", "max_retries", "backoff_base_s",
-    "backoff_max_s", "token_env", "revision",
-}  # fmt: skip
+    "base_url",
+    "model",
+    "concurrency",
+    "timeout_s",
+    "connect_timeout_s",
+    "max_retries",
+    "backoff_base_s",
+    "backoff_max_s",
+    "token_env",
+    "revision",
+}
 
 
 def build_backend(spec: dict) -> DescriptionBackend:

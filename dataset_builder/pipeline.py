@@ -16,13 +16,12 @@ import yaml
 
 from wvlp.common.config_check import at_least, between, check_section, field_hints
 from wvlp.common.safe_io import CORPUS, STAGING, ProcessLock, check_outside, check_writable
-
-from .dataset import write_corpus
-from .describe import clean_descriptions, generate_descriptions
-from .knowledge import KnowledgeIndex, SentenceEmbedder, load_corpus, resolve_classes
-from .llm import build_backend
-from .prompts import load_prompts
-from .sources import WNID_PATTERN, LabelSource, build_source
+from wvlp.data.dataset import write_corpus
+from wvlp.data.describe import clean_descriptions, generate_descriptions
+from wvlp.data.knowledge import KnowledgeIndex, SentenceEmbedder, load_corpus, resolve_classes
+from wvlp.data.llm import build_backend
+from wvlp.data.prompts import load_prompts
+from wvlp.data.sources import WNID_PATTERN, LabelSource, build_source
 
 
 @dataclass
@@ -57,11 +56,12 @@ def load_describe_config(path: str | Path | None, overrides: dict[str, Any] | No
             raise FileNotFoundError(f"describe config {path} not found")
         raw = yaml.safe_load(Path(path).read_text())
         if raw is None:  # an empty file would silently run the whole default job into out/corpus
-            raise ValueError(f"describe config {path} is empty: give at least `output` and `source` "
-                             "(see dataset_builder/configs/fashion-mnist.yaml)")
+            raise ValueError(
+                f"describe config {path} is empty: give at least `output` and `source` "
+                "(see dataset_builder/configs/fashion-mnist.yaml)"
+            )
         if not isinstance(raw, dict):
-            raise ValueError(f"describe config {path} must be a mapping of keys to values, not a "
-                             f"{type(raw).__name__}")
+            raise ValueError(f"describe config {path} must be a mapping of keys to values, not a {type(raw).__name__}")
     raw = {**raw, **(overrides or {})}
     fields = {f.name for f in dataclasses.fields(DescribeConfig)}
     try:
@@ -71,9 +71,12 @@ def load_describe_config(path: str | Path | None, overrides: dict[str, Any] | No
 
 
 _RULES = {
-    "samples_per_prompt": at_least(1), "heldout_fraction": between(0, 1), "max_images_per_split": at_least(1),
-    "text_max_length": at_least(2), "num_proc": at_least(1),
-}  # fmt: skip
+    "samples_per_prompt": at_least(1),
+    "heldout_fraction": between(0, 1),
+    "max_images_per_split": at_least(1),
+    "text_max_length": at_least(2),
+    "num_proc": at_least(1),
+}
 
 
 def token_lengths(texts: list[str]) -> np.ndarray:
@@ -84,8 +87,13 @@ def token_lengths(texts: list[str]) -> np.ndarray:
     return np.array([len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]], dtype=np.int32)
 
 
-def attach_knowledge(records: list[dict], relevant: list[str], embeddings: np.ndarray, embedder: SentenceEmbedder,
-                     settings: dict[str, Any]) -> dict[str, Any]:
+def attach_knowledge(
+    records: list[dict],
+    relevant: list[str],
+    embeddings: np.ndarray,
+    embedder: SentenceEmbedder,
+    settings: dict[str, Any],
+) -> dict[str, Any]:
     """Adds the k nearest external-corpus sentences to every record; returns the index statistics for the card."""
     settings = dict(settings)
     k = int(settings.pop("k", 3))
@@ -99,15 +107,29 @@ def attach_knowledge(records: list[dict], relevant: list[str], embeddings: np.nd
     for record, row_scores, row_indices in zip(records, scores, indices):
         record["knowledge"] = [
             {"id": corpus[i].id, "text": corpus[i].text, "score": float(s)}
-            for s, i in zip(row_scores, row_indices) if i >= 0
+            for s, i in zip(row_scores, row_indices)
+            if i >= 0
         ]
     sources = sorted({s.source for s in corpus})
-    return {"corpus_size": len(corpus), "sources": sources, "k": k, "embed_seconds": round(embed_seconds, 2),
-            **index.stats()}
+    return {
+        "corpus_size": len(corpus),
+        "sources": sources,
+        "k": k,
+        "embed_seconds": round(embed_seconds, 2),
+        **index.stats(),
+    }
 
 
-def card_text(config: DescribeConfig, source: LabelSource, prompts: list, backend: Any, stats: dict,
-              lengths: np.ndarray, knowledge: dict, embedder: SentenceEmbedder) -> str:
+def card_text(
+    config: DescribeConfig,
+    source: LabelSource,
+    prompts: list,
+    backend: Any,
+    stats: dict,
+    lengths: np.ndarray,
+    knowledge: dict,
+    embedder: SentenceEmbedder,
+) -> str:
     """The prose of the dataset card, generated from the run's statistics."""
     truncated = int((lengths > config.text_max_length).sum())
     drops = stats.get("dropped", {})
@@ -135,8 +157,11 @@ def card_text(config: DescribeConfig, source: LabelSource, prompts: list, backen
         f"- Knowledge: {knowledge['corpus_size']} sentences from {', '.join(knowledge['sources'])}, "
         f"{knowledge['k']} nearest per description ({knowledge.get('kind', 'faiss')} index); a description never "
         "retrieves itself."
-        + (f" Classes WordNet does not know (no WordNet-based knowledge): {', '.join(knowledge['classes_without_wordnet'])}."
-           if knowledge.get("classes_without_wordnet") else ""),
+        + (
+            f" Classes WordNet does not know (no WordNet-based knowledge): {', '.join(knowledge['classes_without_wordnet'])}."
+            if knowledge.get("classes_without_wordnet")
+            else ""
+        ),
         "",
         "## Description length (BERT uncased tokens, with [CLS]/[SEP])",
         f"min {int(lengths.min()) if len(lengths) else 0}, median {float(np.median(lengths)) if len(lengths) else 0:.0f}, "
@@ -187,8 +212,10 @@ def wordnet_classes(source: LabelSource, knowledge: dict[str, Any]) -> tuple[lis
     try:
         resolved = resolve_classes(relevant, strict=bool(knowledge.get("strict", False)))
     except ValueError as err:
-        raise ValueError(f"{err} (knowledge.strict is true; set it to false to describe these classes without "
-                         "WordNet-based knowledge)") from None
+        raise ValueError(
+            f"{err} (knowledge.strict is true; set it to false to describe these classes without "
+            "WordNet-based knowledge)"
+        ) from None
     return relevant, [name for name in relevant if name not in resolved]
 
 
@@ -205,8 +232,16 @@ def run_describe(config: DescribeConfig) -> Path:
         backend = build_backend(config.llm)
         cache.parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
-        raw = generate_descriptions(source.classes, prompts, backend, config.samples_per_prompt, cache,
-                                    config.decoding, config.seed, with_gloss=config.with_gloss)
+        raw = generate_descriptions(
+            source.classes,
+            prompts,
+            backend,
+            config.samples_per_prompt,
+            cache,
+            config.decoding,
+            config.seed,
+            with_gloss=config.with_gloss,
+        )
         generation_seconds = time.perf_counter() - start
 
         embedder = SentenceEmbedder()
@@ -223,15 +258,33 @@ def run_describe(config: DescribeConfig) -> Path:
         kept_ids = {r["description_id"] for r in kept}
         drop_reasons = {d["description_id"]: d["reason"] for d in stats.pop("drops", [])}
         for record in raw:
-            record["drop_reason"] = None if record["description_id"] in kept_ids else drop_reasons.get(
-                record["description_id"], "dropped")
+            record["drop_reason"] = (
+                None if record["description_id"] in kept_ids else drop_reasons.get(record["description_id"], "dropped")
+            )
 
-        stats.update(generation_seconds=round(generation_seconds, 1), knowledge=knowledge,
-                     token_length_truncated=int((lengths > config.text_max_length).sum()))
+        stats.update(
+            generation_seconds=round(generation_seconds, 1),
+            knowledge=knowledge,
+            token_length_truncated=int((lengths > config.text_max_length).sum()),
+        )
         text = card_text(config, source, prompts, backend, stats, lengths, knowledge, embedder)
-        metadata = {"license": config.license, "task_categories": ["zero-shot-image-classification", "image-to-text"],
-                    "language": ["en"], "tags": ["weak-supervision", "llm-generated", "vision-language"],
-                    "pretty_name": f"{source.name} descriptions"}
-        return write_corpus(output, source, kept, raw, teacher_dim=embeddings.shape[1], card_text=text,
-                            card_metadata=metadata, heldout_fraction=config.heldout_fraction,
-                            max_images_per_split=config.max_images_per_split, num_proc=config.num_proc, stats=stats)
+        metadata = {
+            "license": config.license,
+            "task_categories": ["zero-shot-image-classification", "image-to-text"],
+            "language": ["en"],
+            "tags": ["weak-supervision", "llm-generated", "vision-language"],
+            "pretty_name": f"{source.name} descriptions",
+        }
+        return write_corpus(
+            output,
+            source,
+            kept,
+            raw,
+            teacher_dim=embeddings.shape[1],
+            card_text=text,
+            card_metadata=metadata,
+            heldout_fraction=config.heldout_fraction,
+            max_images_per_split=config.max_images_per_split,
+            num_proc=config.num_proc,
+            stats=stats,
+        )

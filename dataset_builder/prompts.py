@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from .sources import ClassInfo
+from wvlp.data.sources import ClassInfo
 
 DEFAULT_PROMPTS = Path(__file__).with_name("prompts.yaml")
 _TEMPLATE_KEYS = {"id", "template", "aspect"}

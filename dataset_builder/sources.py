@@ -83,7 +83,7 @@ def class_from_name(label: int, name: str, source_name: str) -> ClassInfo:
 
 def class_from_wnid(label: int, wnid: str, source_name: str) -> ClassInfo:
     """A ClassInfo whose name, gloss and synonyms are those of WordNet synset `wnid`."""
-    from .wordnet import WordNet  # WordNet is only read for sources that name classes by WordNet id
+    from wvlp.data.wordnet import WordNet  # WordNet is only read for sources that name classes by WordNet id
 
     try:
         synset = WordNet.load().synset(wnid)
@@ -109,7 +109,9 @@ def validate_classes(classes: list[ClassInfo], source_name: str) -> None:
         if not cls.name.strip() or not cls.prompt_name.strip():
             raise ValueError(f"{source_name}: label {cls.label} has no name")
         if cls.label in seen_labels:
-            raise ValueError(f"{source_name}: label {cls.label} is used by {seen_labels[cls.label]!r} and {cls.name!r}")
+            raise ValueError(
+                f"{source_name}: label {cls.label} is used by {seen_labels[cls.label]!r} and {cls.name!r}"
+            )
         if cls.class_id in seen_ids:
             raise ValueError(
                 f"{source_name}: class id {cls.class_id!r} is used by labels {seen_ids[cls.class_id]} and {cls.label}"
@@ -117,8 +119,10 @@ def validate_classes(classes: list[ClassInfo], source_name: str) -> None:
         # "Sandal" and "sandal" would be prompted, described and matched as one class: two labels, one text.
         prompt_key = " ".join(cls.prompt_name.casefold().split())
         if prompt_key in seen_prompts:
-            raise ValueError(f"{source_name}: classes {seen_prompts[prompt_key]!r} and {cls.name!r} have the same "
-                             f"prompt name {cls.prompt_name!r}: merge or rename one of them")
+            raise ValueError(
+                f"{source_name}: classes {seen_prompts[prompt_key]!r} and {cls.name!r} have the same "
+                f"prompt name {cls.prompt_name!r}: merge or rename one of them"
+            )
         seen_labels[cls.label], seen_ids[cls.class_id], seen_prompts[prompt_key] = cls.name, cls.label, cls.name
 
 
@@ -175,7 +179,9 @@ class LabelSource(ABC):
             elif isinstance(item, (int, np.integer)) and not isinstance(item, bool) and int(item) in labels:
                 resolved.add(int(item))
             else:
-                raise ValueError(f"{self.name}: holdout class {item!r} is neither a label nor a class id of the source")
+                raise ValueError(
+                    f"{self.name}: holdout class {item!r} is neither a label nor a class id of the source"
+                )
         return frozenset(resolved)
 
     def class_by_label(self, label: int) -> ClassInfo:
@@ -197,14 +203,26 @@ class LabelSource(ABC):
 # WordNet 3.0 synsets of the Fashion-MNIST classes. "T-shirt/top" and "Ankle boot" have no single synset:
 # their glosses are written here from the WordNet glosses of T-shirt + top and boot.
 _FASHION_MNIST = (
-    ("fashion-mnist:0", "T-shirt or top", "a close-fitting pullover shirt, or a light garment that covers the body "
-     "from the shoulders to the waist", ("T-shirt", "tee shirt", "top")),
-    ("n04489008", "trousers", "a garment extending from the waist to the knee or ankle, covering each leg "
-     "separately", ("trouser", "pant")),
+    (
+        "fashion-mnist:0",
+        "T-shirt or top",
+        "a close-fitting pullover shirt, or a light garment that covers the body from the shoulders to the waist",
+        ("T-shirt", "tee shirt", "top"),
+    ),
+    (
+        "n04489008",
+        "trousers",
+        "a garment extending from the waist to the knee or ankle, covering each leg separately",
+        ("trouser", "pant"),
+    ),
     ("n04021028", "pullover", "a sweater that is put on by pulling it over the head", ("slipover",)),
     ("n03236735", "dress", "a one-piece garment for a woman; has skirt and bodice", ("frock",)),
-    ("n03057021", "coat", "an outer garment that has sleeves and covers the body from shoulder down; worn outdoors",
-     ()),
+    (
+        "n03057021",
+        "coat",
+        "an outer garment that has sleeves and covers the body from shoulder down; worn outdoors",
+        (),
+    ),
     ("n04133789", "sandal", "a shoe consisting of a sole fastened by straps to the foot", ()),
     ("n04197391", "shirt", "a garment worn on the upper half of the body", ()),
     ("n03472535", "sneaker", "a canvas shoe with a pliable rubber sole", ("gym shoe", "tennis shoe")),
@@ -217,7 +235,7 @@ class FashionMNISTSource(LabelSource):
     """Fashion-MNIST (the embedded default): 10 clothing classes, 28x28 grey images, splits train/test."""
 
     def __init__(self, name: str = "fashion-mnist") -> None:
-        from .fashion_mnist import CLASS_NAMES
+        from wvlp.data.fashion_mnist import CLASS_NAMES
 
         super().__init__()
         self.name = name
@@ -229,7 +247,7 @@ class FashionMNISTSource(LabelSource):
         self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def _load(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        from .fashion_mnist import load_fashion_mnist
+        from wvlp.data.fashion_mnist import load_fashion_mnist
 
         self._check_split(split)
         if split not in self._arrays:
@@ -273,8 +291,10 @@ class ImageFolderSource(LabelSource):
         for folder in folders:  # "boot" and "boot " would become one class name for two labels
             other = by_name.setdefault(folder.strip(), folder)
             if other != folder:
-                raise ValueError(f"{name}: class folders {other!r} and {folder!r} have the same name once "
-                                 "surrounding spaces are stripped: merge or rename one of them")
+                raise ValueError(
+                    f"{name}: class folders {other!r} and {folder!r} have the same name once "
+                    "surrounding spaces are stripped: merge or rename one of them"
+                )
         self._folders = folders
         self.classes = [class_from_name(label, folder, name) for label, folder in enumerate(folders)]
         validate_classes(self.classes, name)
@@ -360,7 +380,9 @@ class HFDatasetSource(LabelSource):
         first = next(iter(self._splits.values()))
         features = first.features
         if features is None:
-            raise ValueError(f"{self.name}: the dataset does not declare its features; cannot find a ClassLabel column")
+            raise ValueError(
+                f"{self.name}: the dataset does not declare its features; cannot find a ClassLabel column"
+            )
         for column in (label_column, image_column) + ((id_column,) if id_column else ()):
             if column not in features:
                 raise ValueError(f"{self.name}: column {column!r} is missing; the dataset has {list(features)}")
@@ -408,8 +430,12 @@ class HFDatasetSource(LabelSource):
             image_id = str(row[self.id_column]) if self.id_column else f"{split}/{index}"
             label = row[self.label_column]
             if label not in labels:  # -1 is the datasets convention for "unlabelled"
-                self._skip(image_id, "unlabelled (label -1)" if label in (-1, None) else
-                           f"label {label!r} has no class name (the ClassLabel has {len(self.classes)} names)")
+                self._skip(
+                    image_id,
+                    "unlabelled (label -1)"
+                    if label in (-1, None)
+                    else f"label {label!r} has no class name (the ClassLabel has {len(self.classes)} names)",
+                )
                 continue
             if label in holdout:
                 continue

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import write_corpus
-from .sources import FashionMNISTSource
+from wvlp.data.dataset import write_corpus
+from wvlp.data.sources import FashionMNISTSource
 
 PATTERNS = (
     "a photo of a {name}",
@@ -35,18 +35,43 @@ def write_template_corpus(folder: Path, images_per_split: int | None = 96) -> Pa
             others = [c for c in source.classes if c.label != cls.label]
             knowledge = [
                 {"id": f"wordnet:{cls.class_id}", "text": f"{cls.prompt_name}: {cls.gloss}", "score": 0.9},
-                {"id": f"wordnet:{others[i % len(others)].class_id}:syn", "text": f"a kind of {cls.prompt_name}", "score": 0.5},
+                {
+                    "id": f"wordnet:{others[i % len(others)].class_id}:syn",
+                    "text": f"a kind of {cls.prompt_name}",
+                    "score": 0.5,
+                },
             ]
-            records.append(dict(
-                description_id=f"{cls.class_id}/p{i}/0", class_id=cls.class_id, class_name=cls.name, label=cls.label,
-                prompt_id=f"p{i}", template=pattern, sample_index=0, llm="wordnet-templates", llm_revision="3.0",
-                decoding={}, seed=0, created_at="2026-01-01T00:00:00Z", text=text, raw_text=text,
-                num_tokens=len(text.split()) + 2, knowledge=knowledge[: 1 + i % 2],
-            ))
+            records.append(
+                dict(
+                    description_id=f"{cls.class_id}/p{i}/0",
+                    class_id=cls.class_id,
+                    class_name=cls.name,
+                    label=cls.label,
+                    prompt_id=f"p{i}",
+                    template=pattern,
+                    sample_index=0,
+                    llm="wordnet-templates",
+                    llm_revision="3.0",
+                    decoding={},
+                    seed=0,
+                    created_at="2026-01-01T00:00:00Z",
+                    text=text,
+                    raw_text=text,
+                    num_tokens=len(text.split()) + 2,
+                    knowledge=knowledge[: 1 + i % 2],
+                )
+            )
     embedder = SentenceTransformer(str(minilm_path()), device="cpu")
     embeddings = embedder.encode([r["text"] for r in records], normalize_embeddings=True)
     for record, embedding in zip(records, embeddings):
         record["teacher_embedding"] = np.asarray(embedding, dtype=np.float16)
-    return write_corpus(folder, source, records, records, teacher_dim=embeddings.shape[1],
-                        card_text="A test corpus.", card_metadata={"license": "mit"},
-                        max_images_per_split=images_per_split)
+    return write_corpus(
+        folder,
+        source,
+        records,
+        records,
+        teacher_dim=embeddings.shape[1],
+        card_text="A test corpus.",
+        card_metadata={"license": "mit"},
+        max_images_per_split=images_per_split,
+    )

@@ -13,7 +13,14 @@ _EXAMPLES_START = re.compile(r'(?:^|[;:])\s*"')
 _QUOTED = re.compile(r'"([^"]*)"')
 # WordNet's morphy detachment rules for nouns (inflected suffix -> base suffix).
 _NOUN_SUFFIXES = (
-    ("s", ""), ("ses", "s"), ("xes", "x"), ("zes", "z"), ("ches", "ch"), ("shes", "sh"), ("men", "man"), ("ies", "y")
+    ("s", ""),
+    ("ses", "s"),
+    ("xes", "x"),
+    ("zes", "z"),
+    ("ches", "ch"),
+    ("shes", "sh"),
+    ("men", "man"),
+    ("ies", "y"),
 )
 _HYPERNYM_POINTER = re.compile(r" @i? (\d{8}) n \d{4}")
 _CACHE: dict[Path, "WordNet"] = {}

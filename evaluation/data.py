@@ -69,14 +69,21 @@ class EvalData:
 
     def __post_init__(self) -> None:
         if len(self.image_groups) != len(self.images) or len(self.text_groups) != len(self.texts):
-            raise ValueError(f"{self.name}: {len(self.images)} images / {len(self.image_groups)} image groups and "
-                             f"{len(self.texts)} texts / {len(self.text_groups)} text groups must match")
+            raise ValueError(
+                f"{self.name}: {len(self.images)} images / {len(self.image_groups)} image groups and "
+                f"{len(self.texts)} texts / {len(self.text_groups)} text groups must match"
+            )
         if self.labels is not None and len(self.labels) != len(self.images):
             raise ValueError(f"{self.name}: {len(self.labels)} labels for {len(self.images)} images")
 
 
-def load_karpathy(path: str | Path, image_root: str | Path, split: str = "test", max_images: int | None = None,
-                  name: str | None = None) -> EvalData:
+def load_karpathy(
+    path: str | Path,
+    image_root: str | Path,
+    split: str = "test",
+    max_images: int | None = None,
+    name: str | None = None,
+) -> EvalData:
     """Karpathy-split JSON: `images[]` with `filename`, `split`, `sentences[].raw` and optional `filepath` (COCO)."""
     path, image_root = Path(path), Path(image_root)
     if not path.is_file():
@@ -109,8 +116,15 @@ def load_karpathy(path: str | Path, image_root: str | Path, split: str = "test",
     if not paths:
         splits = sorted({e.get("split") for e in entries})
         raise ValueError(f"{path}: no image in split {split!r} (the file has splits {splits})")
-    return EvalData(name or path.stem, split, PathImages(paths), texts, np.arange(len(paths)),
-                    np.asarray(text_groups, np.int64), source=str(path))
+    return EvalData(
+        name or path.stem,
+        split,
+        PathImages(paths),
+        texts,
+        np.arange(len(paths)),
+        np.asarray(text_groups, np.int64),
+        source=str(path),
+    )
 
 
 def _caption_column(dataset: datasets.Dataset, column: str | None) -> str:
@@ -124,9 +138,14 @@ def _caption_column(dataset: datasets.Dataset, column: str | None) -> str:
     raise ValueError(f"no caption column among {dataset.column_names}: name one of {CAPTION_COLUMNS} or pass it")
 
 
-def load_caption_dataset(dataset: datasets.Dataset | datasets.DatasetDict | str | Path, split: str = "test",
-                         image_column: str = "image", caption_column: str | None = None,
-                         max_images: int | None = None, name: str | None = None) -> EvalData:
+def load_caption_dataset(
+    dataset: datasets.Dataset | datasets.DatasetDict | str | Path,
+    split: str = "test",
+    image_column: str = "image",
+    caption_column: str | None = None,
+    max_images: int | None = None,
+    name: str | None = None,
+) -> EvalData:
     """A `datasets` dataset (object or `save_to_disk` folder) with an image column and a caption or captions column."""
     source = str(dataset) if isinstance(dataset, (str, Path)) else ""
     if isinstance(dataset, (str, Path)):
@@ -154,9 +173,17 @@ def load_caption_dataset(dataset: datasets.Dataset | datasets.DatasetDict | str 
     label_feature = dataset.features.get("label")
     if isinstance(label_feature, datasets.ClassLabel):
         labels, label_names = np.asarray(dataset["label"], np.int64), list(label_feature.names)
-    return EvalData(name or (Path(source).name if source else "dataset"), split, ColumnImages(dataset, image_column),
-                    texts, np.arange(len(dataset)), np.asarray(text_groups, np.int64), labels=labels,
-                    label_names=label_names, source=source)
+    return EvalData(
+        name or (Path(source).name if source else "dataset"),
+        split,
+        ColumnImages(dataset, image_column),
+        texts,
+        np.arange(len(dataset)),
+        np.asarray(text_groups, np.int64),
+        labels=labels,
+        label_names=label_names,
+        source=source,
+    )
 
 
 def is_corpus_folder(path: str | Path) -> bool:
@@ -164,8 +191,13 @@ def is_corpus_folder(path: str | Path) -> bool:
     return (Path(path) / "data" / "images").is_dir() and (Path(path) / "data" / "descriptions").is_dir()
 
 
-def load_corpus(folder: str | Path, split: str = "test", max_images: int | None = None,
-                max_train_images: int | None = 10_000, name: str | None = None) -> EvalData:
+def load_corpus(
+    folder: str | Path,
+    split: str = "test",
+    max_images: int | None = None,
+    max_train_images: int | None = 10_000,
+    name: str | None = None,
+) -> EvalData:
     """The wvlp corpus: `images/<split>` classified and queried against the held-out `descriptions/<split>` (class level).
 
     With `max_images`, the first images of the split are kept and texts of classes left without images are dropped
@@ -194,13 +226,30 @@ def load_corpus(folder: str | Path, split: str = "test", max_images: int | None 
         train_images, train_labels = ColumnImages(train), np.asarray(train["label"], np.int64)
     # image ids are "<source name>/<split>/<index>": the source name (e.g. fashion-mnist) names the data
     source_name = str(test.data.column("image_id")[0].as_py()).split("/")[0] if len(test) else folder.name
-    return EvalData(name or source_name, split, ColumnImages(test), list(texts_ds["text"]), labels, text_labels,
-                    retrieval_level="class", labels=labels, label_names=label_names, text_labels=text_labels,
-                    train_images=train_images, train_labels=train_labels, source=str(folder))
+    return EvalData(
+        name or source_name,
+        split,
+        ColumnImages(test),
+        list(texts_ds["text"]),
+        labels,
+        text_labels,
+        retrieval_level="class",
+        labels=labels,
+        label_names=label_names,
+        text_labels=text_labels,
+        train_images=train_images,
+        train_labels=train_labels,
+        source=str(folder),
+    )
 
 
-def load_eval_data(data: str | Path, split: str = "test", image_root: str | Path | None = None,
-                   max_images: int | None = None, max_train_images: int | None = 10_000) -> EvalData:
+def load_eval_data(
+    data: str | Path,
+    split: str = "test",
+    image_root: str | Path | None = None,
+    max_images: int | None = None,
+    max_train_images: int | None = 10_000,
+) -> EvalData:
     """Dispatches on `data`: a corpus folder, a Karpathy JSON file (needs `image_root`) or a `save_to_disk` folder."""
     path = Path(data)
     if path.is_file() and path.suffix == ".json":
@@ -211,4 +260,6 @@ def load_eval_data(data: str | Path, split: str = "test", image_root: str | Path
         return load_corpus(path, split, max_images, max_train_images)
     if path.is_dir():
         return load_caption_dataset(path, split, max_images=max_images)
-    raise FileNotFoundError(f"data={str(data)!r} is neither a corpus folder, a Karpathy .json file nor a dataset folder")
+    raise FileNotFoundError(
+        f"data={str(data)!r} is neither a corpus folder, a Karpathy .json file nor a dataset folder"
+    )

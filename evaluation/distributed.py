@@ -46,8 +46,9 @@ def gather_in_dataset_order(local_indices: torch.Tensor, local_values: torch.Ten
     return merge_by_index(gathered_indices, gathered_values, dataset_len)
 
 
-def distributed_map(encode: Callable[[list[int]], torch.Tensor], dataset_len: int, batch_size: int = 128,
-                    shuffle: bool = False) -> torch.Tensor:
+def distributed_map(
+    encode: Callable[[list[int]], torch.Tensor], dataset_len: int, batch_size: int = 128, shuffle: bool = False
+) -> torch.Tensor:
     """`encode(list of dataset indices) -> rows` sharded over the ranks by a DistributedSampler, gathered in order."""
     if dist.is_available() and dist.is_initialized():
         sampler = DistributedSampler(range(dataset_len), shuffle=shuffle, drop_last=False)

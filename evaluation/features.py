@@ -21,8 +21,9 @@ def tokenize(processor: WVLPProcessor, texts: Sequence[str], max_length: int = 3
 
 
 @torch.no_grad()
-def text_embeddings(model: WVLPModel, processor: WVLPProcessor, texts: Sequence[str], batch_size: int = 256,
-                    max_length: int = 32) -> torch.Tensor:
+def text_embeddings(
+    model: WVLPModel, processor: WVLPProcessor, texts: Sequence[str], batch_size: int = 256, max_length: int = 32
+) -> torch.Tensor:
     """L2-normalised text embeddings (N, D), float32 on the CPU."""
     device, chunks = model_device(model), []
     for start in range(0, len(texts), batch_size):
@@ -35,8 +36,9 @@ def text_embeddings(model: WVLPModel, processor: WVLPProcessor, texts: Sequence[
 
 
 @torch.no_grad()
-def image_embeddings(model: WVLPModel, processor: WVLPProcessor, images: Sequence, batch_size: int = 128,
-                     return_tokens: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+def image_embeddings(
+    model: WVLPModel, processor: WVLPProcessor, images: Sequence, batch_size: int = 128, return_tokens: bool = False
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """L2-normalised image embeddings (N, D) float32 on the CPU; with `return_tokens`, also the image tokens (N, T, C).
 
     The tokens feed the ITM head when re-ranking retrieval candidates; they are kept in the model's dtype.
@@ -55,15 +57,26 @@ def image_embeddings(model: WVLPModel, processor: WVLPProcessor, images: Sequenc
 
 
 @torch.no_grad()
-def itm_pair_scores(model: WVLPModel, image_tokens: torch.Tensor, text_tokens: dict[str, torch.Tensor],
-                    image_index: torch.Tensor, text_index: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+def itm_pair_scores(
+    model: WVLPModel,
+    image_tokens: torch.Tensor,
+    text_tokens: dict[str, torch.Tensor],
+    image_index: torch.Tensor,
+    text_index: torch.Tensor,
+    batch_size: int = 256,
+) -> torch.Tensor:
     """ITM match probability of each (image_index[i], text_index[i]) pair, float32 on the CPU."""
     device, scores = model_device(model), []
     for start in range(0, len(image_index), batch_size):
         images = image_index[start : start + batch_size]
         texts = text_index[start : start + batch_size]
-        scores.append(model.itm_score(
-            text_tokens["input_ids"][texts].to(device), text_tokens["attention_mask"][texts].to(device),
-            image_tokens=image_tokens[images].to(device),
-        ).float().cpu())
+        scores.append(
+            model.itm_score(
+                text_tokens["input_ids"][texts].to(device),
+                text_tokens["attention_mask"][texts].to(device),
+                image_tokens=image_tokens[images].to(device),
+            )
+            .float()
+            .cpu()
+        )
     return torch.cat(scores) if scores else torch.zeros(0)

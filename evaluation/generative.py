@@ -31,7 +31,9 @@ def description_perplexity(
     """exp(mean NLL per token) of each image's paired description (LM tokens, right-padded) given its prompts."""
     _check_bridge(model)
     if pixel_values.shape[0] != lm_input_ids.shape[0]:
-        raise ValueError(f"pixel_values has {pixel_values.shape[0]} images but lm_input_ids {lm_input_ids.shape[0]} rows")
+        raise ValueError(
+            f"pixel_values has {pixel_values.shape[0]} images but lm_input_ids {lm_input_ids.shape[0]} rows"
+        )
     if lm_attention_mask is None:
         lm_attention_mask = torch.ones_like(lm_input_ids)
     was_training = model.training
@@ -50,8 +52,12 @@ def description_perplexity(
 def _describe(model, language_model, lm_tokenizer, pixel_values, max_new_tokens: int, batch_size: int) -> list[str]:
     texts = []
     for start in range(0, pixel_values.shape[0], batch_size):
-        texts += model.generate_description(pixel_values[start : start + batch_size], language_model=language_model,
-                                            tokenizer=lm_tokenizer, max_new_tokens=max_new_tokens)
+        texts += model.generate_description(
+            pixel_values[start : start + batch_size],
+            language_model=language_model,
+            tokenizer=lm_tokenizer,
+            max_new_tokens=max_new_tokens,
+        )
     return texts
 
 
@@ -86,14 +92,19 @@ def describe_then_classify(
     texts = _describe(model, language_model, lm_tokenizer, pixel_values, max_new_tokens, batch_size)
     # An empty generation still gets an embedding (of [CLS][SEP]): it simply classifies badly.
     described = _embed_texts(model, text_tokenizer, texts)
-    classes = torch.stack([
-        F.normalize(_embed_texts(model, text_tokenizer, [t.format(name) for t in templates]).mean(0), dim=-1)
-        for name in class_names
-    ])
+    classes = torch.stack(
+        [
+            F.normalize(_embed_texts(model, text_tokenizer, [t.format(name) for t in templates]).mean(0), dim=-1)
+            for name in class_names
+        ]
+    )
     predicted = (described @ classes.t()).argmax(-1)
     model.train(was_training)
-    return {"accuracy": float((predicted == labels).float().mean()), "n": int(labels.shape[0]),
-            "empty_generations": sum(not t for t in texts)}
+    return {
+        "accuracy": float((predicted == labels).float().mean()),
+        "n": int(labels.shape[0]),
+        "empty_generations": sum(not t for t in texts),
+    }
 
 
 @torch.no_grad()
@@ -110,8 +121,9 @@ def generated_examples(
     """Up to `n` examples {index, label, text} of greedy descriptions, for a report or model card."""
     _check_bridge(model)
     n = min(n, pixel_values.shape[0])
-    texts = model.generate_description(pixel_values[:n], language_model=language_model, tokenizer=lm_tokenizer,
-                                       max_new_tokens=max_new_tokens)
+    texts = model.generate_description(
+        pixel_values[:n], language_model=language_model, tokenizer=lm_tokenizer, max_new_tokens=max_new_tokens
+    )
     return [{"index": i, "label": class_names[int(labels[i])], "text": text} for i, text in enumerate(texts)]
 
 

@@ -13,8 +13,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def plot_confusion_matrix(matrix: np.ndarray | Sequence[Sequence[int]], classnames: Sequence[str], path: str | Path,
-                          normalize: bool = True, title: str = "zero-shot confusion matrix") -> Path:
+def plot_confusion_matrix(
+    matrix: np.ndarray | Sequence[Sequence[int]],
+    classnames: Sequence[str],
+    path: str | Path,
+    normalize: bool = True,
+    title: str = "zero-shot confusion matrix",
+) -> Path:
     """PNG of a (C, C) confusion matrix (rows = true class); `normalize` shows each row as fractions."""
     matrix = np.asarray(matrix, dtype=np.float64)
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] != len(classnames):
@@ -30,8 +35,15 @@ def plot_confusion_matrix(matrix: np.ndarray | Sequence[Sequence[int]], classnam
     ax.set_title(title)
     if len(classnames) <= 20:  # numbers stay readable up to ~20 classes
         for (i, j), value in np.ndenumerate(shown):
-            ax.text(j, i, f"{value:.2f}" if normalize else f"{int(value)}", ha="center", va="center", fontsize=6,
-                    color="white" if value > 0.5 * shown.max() else "black")
+            ax.text(
+                j,
+                i,
+                f"{value:.2f}" if normalize else f"{int(value)}",
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="white" if value > 0.5 * shown.max() else "black",
+            )
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,8 +52,9 @@ def plot_confusion_matrix(matrix: np.ndarray | Sequence[Sequence[int]], classnam
     return path
 
 
-def plot_retrieval_examples(examples: Sequence[dict] | str | Path, images: Sequence[Any], path: str | Path,
-                            top: int = 5) -> Path:
+def plot_retrieval_examples(
+    examples: Sequence[dict] | str | Path, images: Sequence[Any], path: str | Path, top: int = 5
+) -> Path:
     """PNG grid: each query text above its top images, correct ones framed green, wrong ones red.
 
     `examples` is the list written by `wvlp.evaluation.retrieval.retrieval_examples` (or a JSON file of it): dicts with
@@ -69,8 +82,9 @@ def plot_retrieval_examples(examples: Sequence[dict] | str | Path, images: Seque
         query = textwrap.shorten(example["query"], 160, placeholder="...")
         # the title of the row's first image spans the row (no tight_layout, which would shrink the images for it)
         axes[row, 0].set_title("\n".join(textwrap.wrap(query, 16 * top)), loc="left", fontsize=8, pad=4)
-    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.45 / fig.get_figheight(), wspace=0.06,
-                        hspace=0.45)
+    fig.subplots_adjust(
+        left=0.02, right=0.98, bottom=0.02, top=1 - 0.45 / fig.get_figheight(), wspace=0.06, hspace=0.45
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

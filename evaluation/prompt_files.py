@@ -60,8 +60,10 @@ def classnames_for(label_names: list[str] | tuple[str, ...], path: str | Path | 
         if names.label_names == label_names:
             return names
         if path is not None:
-            raise ValueError(f"classnames file {candidate}: its label names {list(names.label_names)} differ from the "
-                             f"dataset's labels {list(label_names)} (same names, same order required)")
+            raise ValueError(
+                f"classnames file {candidate}: its label names {list(names.label_names)} differ from the "
+                f"dataset's labels {list(label_names)} (same names, same order required)"
+            )
     return ClassNames(label_names, label_names, None)
 
 

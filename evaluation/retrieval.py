@@ -73,12 +73,14 @@ def _select_topk(scores: torch.Tensor, positive: torch.Tensor, k: int) -> np.nda
     exact = (counts == k).nonzero().squeeze(1)
     if len(exact):
         indices = candidates[exact].nonzero()[:, 1].view(len(exact), k)
-        out[exact.numpy()] = _order_candidates(scores[exact].gather(1, indices).numpy(),
-                                               positive[exact].gather(1, indices).numpy(), indices.numpy(), k)
+        out[exact.numpy()] = _order_candidates(
+            scores[exact].gather(1, indices).numpy(), positive[exact].gather(1, indices).numpy(), indices.numpy(), k
+        )
     for row in (counts != k).nonzero().squeeze(1).tolist():
         indices = candidates[row].nonzero().squeeze(1)
-        out[row] = _order_candidates(scores[row, indices].numpy()[None], positive[row, indices].numpy()[None],
-                                     indices.numpy()[None], k)[0]
+        out[row] = _order_candidates(
+            scores[row, indices].numpy()[None], positive[row, indices].numpy()[None], indices.numpy()[None], k
+        )[0]
     return out
 
 
@@ -95,18 +97,27 @@ def _rank_block(scores: torch.Tensor, positive: torch.Tensor, k: int, offset: in
     return ranks.numpy().astype(np.int64), _select_topk(scores, positive, k)
 
 
-def rank_scores(scores: torch.Tensor | np.ndarray, query_groups: Sequence[int], gallery_groups: Sequence[int],
-                k: int = max(RECALL_KS), chunk_size: int | None = 1024) -> Ranking:
+def rank_scores(
+    scores: torch.Tensor | np.ndarray,
+    query_groups: Sequence[int],
+    gallery_groups: Sequence[int],
+    k: int = max(RECALL_KS),
+    chunk_size: int | None = 1024,
+) -> Ranking:
     """Ranking of a given (Q, G) score matrix, processed `chunk_size` rows at a time."""
     scores = torch.as_tensor(scores).float()
     query, gallery = as_groups(query_groups, "query_groups"), as_groups(gallery_groups, "gallery_groups")
     if scores.shape != (len(query), len(gallery)):
-        raise ValueError(f"scores has shape {tuple(scores.shape)}, expected (len(query_groups), len(gallery_groups)) "
-                         f"= {(len(query), len(gallery))}")
+        raise ValueError(
+            f"scores has shape {tuple(scores.shape)}, expected (len(query_groups), len(gallery_groups)) "
+            f"= {(len(query), len(gallery))}"
+        )
     step = chunk_size or max(1, len(query))
     gallery_t = torch.from_numpy(gallery)
-    blocks = [_rank_block(scores[s : s + step], torch.from_numpy(query[s : s + step])[:, None] == gallery_t, k, s)
-              for s in range(0, len(query), step)]
+    blocks = [
+        _rank_block(scores[s : s + step], torch.from_numpy(query[s : s + step])[:, None] == gallery_t, k, s)
+        for s in range(0, len(query), step)
+    ]
     return _concat(blocks, len(gallery), k)
 
 
@@ -116,27 +127,46 @@ def _concat(blocks: list[tuple[np.ndarray, np.ndarray]], gallery_size: int, k: i
     return Ranking(np.concatenate([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks]))
 
 
-def _check_features(query_features: torch.Tensor, gallery_features: torch.Tensor, query: np.ndarray,
-                    gallery: np.ndarray) -> None:
-    if query_features.dim() != 2 or gallery_features.dim() != 2 or query_features.shape[1] != gallery_features.shape[1]:
-        raise ValueError(f"query_features {tuple(query_features.shape)} and gallery_features "
-                         f"{tuple(gallery_features.shape)} must be (N, D) matrices with the same D")
+def _check_features(
+    query_features: torch.Tensor, gallery_features: torch.Tensor, query: np.ndarray, gallery: np.ndarray
+) -> None:
+    if (
+        query_features.dim() != 2
+        or gallery_features.dim() != 2
+        or query_features.shape[1] != gallery_features.shape[1]
+    ):
+        raise ValueError(
+            f"query_features {tuple(query_features.shape)} and gallery_features "
+            f"{tuple(gallery_features.shape)} must be (N, D) matrices with the same D"
+        )
     if len(query) != len(query_features) or len(gallery) != len(gallery_features):
-        raise ValueError(f"{len(query_features)} query features but {len(query)} query groups, or "
-                         f"{len(gallery_features)} gallery features but {len(gallery)} gallery groups")
+        raise ValueError(
+            f"{len(query_features)} query features but {len(query)} query groups, or "
+            f"{len(gallery_features)} gallery features but {len(gallery)} gallery groups"
+        )
     if len(gallery) == 0:
         raise ValueError("the gallery is empty")
 
 
-def rank_gallery(query_features: torch.Tensor, gallery_features: torch.Tensor, query_groups: Sequence[int],
-                 gallery_groups: Sequence[int], k: int = max(RECALL_KS), chunk_size: int | None = 1024,
-                 backend: str = "auto", faiss_threshold: int = FAISS_THRESHOLD) -> Ranking:
+def rank_gallery(
+    query_features: torch.Tensor,
+    gallery_features: torch.Tensor,
+    query_groups: Sequence[int],
+    gallery_groups: Sequence[int],
+    k: int = max(RECALL_KS),
+    chunk_size: int | None = 1024,
+    backend: str = "auto",
+    faiss_threshold: int = FAISS_THRESHOLD,
+) -> Ranking:
     """Ranking of the gallery for each query by inner product of the features (cosine for normalised ones).
 
     `backend`: "torch" (blocks of `chunk_size` queries; `None` = one full matrix), "faiss" (flat IP index), or
     "auto" (faiss when the gallery has `faiss_threshold` items or more). All give the same ranks.
     """
-    query_features, gallery_features = torch.as_tensor(query_features).float(), torch.as_tensor(gallery_features).float()
+    query_features, gallery_features = (
+        torch.as_tensor(query_features).float(),
+        torch.as_tensor(gallery_features).float(),
+    )
     query, gallery = as_groups(query_groups, "query_groups"), as_groups(gallery_groups, "gallery_groups")
     _check_features(query_features, gallery_features, query, gallery)
     if backend not in ("auto", "torch", "faiss"):
@@ -145,14 +175,26 @@ def rank_gallery(query_features: torch.Tensor, gallery_features: torch.Tensor, q
         return _rank_gallery_faiss(query_features, gallery_features, query, gallery, k, chunk_size or len(query))
     step = chunk_size or max(1, len(query))
     gallery_t = torch.from_numpy(gallery)
-    blocks = [_rank_block(query_features[s : s + step] @ gallery_features.T,
-                          torch.from_numpy(query[s : s + step])[:, None] == gallery_t, k, s)
-              for s in range(0, len(query), step)]
+    blocks = [
+        _rank_block(
+            query_features[s : s + step] @ gallery_features.T,
+            torch.from_numpy(query[s : s + step])[:, None] == gallery_t,
+            k,
+            s,
+        )
+        for s in range(0, len(query), step)
+    ]
     return _concat(blocks, len(gallery), k)
 
 
-def _rank_gallery_faiss(query_features: torch.Tensor, gallery_features: torch.Tensor, query: np.ndarray,
-                        gallery: np.ndarray, k: int, chunk_size: int) -> Ranking:
+def _rank_gallery_faiss(
+    query_features: torch.Tensor,
+    gallery_features: torch.Tensor,
+    query: np.ndarray,
+    gallery: np.ndarray,
+    k: int,
+    chunk_size: int,
+) -> Ranking:
     """faiss candidates; queries whose rank or top-k the candidate list does not settle are ranked exactly in torch."""
     import faiss
 
@@ -177,14 +219,18 @@ def _rank_gallery_faiss(query_features: torch.Tensor, gallery_features: torch.Te
         rest = start + np.flatnonzero(~settled)
         if len(rest):  # one exact block for the unsettled queries of this chunk
             rest_t = torch.from_numpy(rest)
-            ranks[rest], topk[rest] = _rank_block(query_features[rest_t] @ gallery_features.T,
-                                                  torch.from_numpy(query[rest])[:, None] == torch.from_numpy(gallery),
-                                                  k, int(rest[0]))
+            ranks[rest], topk[rest] = _rank_block(
+                query_features[rest_t] @ gallery_features.T,
+                torch.from_numpy(query[rest])[:, None] == torch.from_numpy(gallery),
+                k,
+                int(rest[0]),
+            )
     return Ranking(ranks, topk)
 
 
-def rerank_top_k(ranking: Ranking, query_groups: Sequence[int], gallery_groups: Sequence[int], k: int,
-                 pair_scores: PairScores) -> Ranking:
+def rerank_top_k(
+    ranking: Ranking, query_groups: Sequence[int], gallery_groups: Sequence[int], k: int, pair_scores: PairScores
+) -> Ranking:
     """ALBEF re-ranking: each query's top-k re-sorted by `pair_scores(query_index, gallery_index)` (higher = better).
 
     Ties on the pair score put negatives first, then keep the ITC order. Ranks > k are unchanged.
@@ -225,8 +271,11 @@ def retrieval_metrics(i2t_ranks: np.ndarray, t2i_ranks: np.ndarray) -> dict[str,
     rsum = sum(i2t[f"i2t_r{k}"] + t2i[f"t2i_r{k}"] for k in RECALL_KS)
     keys = [f"{d}_r{k}" for d in ("i2t", "t2i") for k in RECALL_KS]
     merged = {**i2t, **t2i}
-    return {**{key: merged[key] for key in keys}, "rsum": float(rsum),
-            **{f"{d}_{s}_rank": merged[f"{d}_{s}_rank"] for d in ("i2t", "t2i") for s in ("mean", "median")}}
+    return {
+        **{key: merged[key] for key in keys},
+        "rsum": float(rsum),
+        **{f"{d}_{s}_rank": merged[f"{d}_{s}_rank"] for d in ("i2t", "t2i") for s in ("mean", "median")},
+    }
 
 
 @dataclass
@@ -248,10 +297,18 @@ class RetrievalResult:
         return out
 
 
-def evaluate_retrieval(image_features: torch.Tensor, text_features: torch.Tensor, image_groups: Sequence[int],
-                       text_groups: Sequence[int], itm_k: int = 0, itm_scores: PairScores | None = None,
-                       chunk_size: int | None = 1024, backend: str = "auto",
-                       faiss_threshold: int = FAISS_THRESHOLD, drop_unanswerable: bool = False) -> RetrievalResult:
+def evaluate_retrieval(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    image_groups: Sequence[int],
+    text_groups: Sequence[int],
+    itm_k: int = 0,
+    itm_scores: PairScores | None = None,
+    chunk_size: int | None = 1024,
+    backend: str = "auto",
+    faiss_threshold: int = FAISS_THRESHOLD,
+    drop_unanswerable: bool = False,
+) -> RetrievalResult:
     """Both directions by ITC; with `itm_k > 0` and `itm_scores(image_index, text_index)`, also ITM re-ranked.
 
     `drop_unanswerable`: leave out queries that no gallery item answers (e.g. an image of a class without texts in
@@ -264,27 +321,47 @@ def evaluate_retrieval(image_features: torch.Tensor, text_features: torch.Tensor
     options = dict(k=k, chunk_size=chunk_size, backend=backend, faiss_threshold=faiss_threshold)
 
     def direction(query_features, gallery_features, query_groups, gallery_groups, pair_scores):
-        queries = (np.flatnonzero(np.isin(query_groups, gallery_groups)) if drop_unanswerable
-                   else np.arange(len(query_groups)))
+        queries = (
+            np.flatnonzero(np.isin(query_groups, gallery_groups))
+            if drop_unanswerable
+            else np.arange(len(query_groups))
+        )
         if len(queries) == 0:
             raise ValueError("no query has a correct answer in the gallery (do the image and text groups overlap?)")
-        ranking = rank_gallery(torch.as_tensor(query_features)[torch.from_numpy(queries)], gallery_features,
-                               query_groups[queries], gallery_groups, **options)
+        ranking = rank_gallery(
+            torch.as_tensor(query_features)[torch.from_numpy(queries)],
+            gallery_features,
+            query_groups[queries],
+            gallery_groups,
+            **options,
+        )
         ranking.queries = queries
         if not itm_k:
             return ranking, None
-        reranked = rerank_top_k(ranking, query_groups[queries], gallery_groups, min(itm_k, ranking.topk.shape[1]),
-                                lambda q, g: pair_scores(queries[q], g))
+        reranked = rerank_top_k(
+            ranking,
+            query_groups[queries],
+            gallery_groups,
+            min(itm_k, ranking.topk.shape[1]),
+            lambda q, g: pair_scores(queries[q], g),
+        )
         return ranking, reranked
 
     i2t, i2t_itm = direction(image_features, text_features, image_groups, text_groups, itm_scores)
-    t2i, t2i_itm = direction(text_features, image_features, text_groups, image_groups,
-                             lambda texts, images: itm_scores(images, texts))
+    t2i, t2i_itm = direction(
+        text_features, image_features, text_groups, image_groups, lambda texts, images: itm_scores(images, texts)
+    )
     return RetrievalResult(i2t, t2i, itm_k, i2t_itm, t2i_itm)
 
 
-def retrieval_examples(ranking: Ranking, texts: Sequence[str], text_groups: Sequence[int],
-                       image_groups: Sequence[int], num_queries: int = 8, top: int = 5) -> list[dict]:
+def retrieval_examples(
+    ranking: Ranking,
+    texts: Sequence[str],
+    text_groups: Sequence[int],
+    image_groups: Sequence[int],
+    num_queries: int = 8,
+    top: int = 5,
+) -> list[dict]:
     """JSON-able text-to-image examples for `plots.plot_retrieval_examples`: query, top image indices, hit flags."""
     text_groups, image_groups = as_groups(text_groups, "text_groups"), as_groups(image_groups, "image_groups")
     queries = ranking.queries if ranking.queries is not None else np.arange(len(ranking.ranks))
@@ -293,6 +370,12 @@ def retrieval_examples(ranking: Ranking, texts: Sequence[str], text_groups: Sequ
     examples = []
     for row in dict.fromkeys(int(p) for p in picks):
         q, images = int(queries[row]), ranking.topk[row, :top].tolist()
-        examples.append({"query": texts[q], "rank": int(ranking.ranks[row]), "image_indices": images,
-                         "correct": [bool(image_groups[i] == text_groups[q]) for i in images]})
+        examples.append(
+            {
+                "query": texts[q],
+                "rank": int(ranking.ranks[row]),
+                "image_indices": images,
+                "correct": [bool(image_groups[i] == text_groups[q]) for i in images],
+            }
+        )
     return examples

@@ -17,16 +17,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from wvlp.modeling import WVLPConfig, WVLPForPreTraining, WVLPModel, WVLPProcessor
 from wvlp.common.safe_io import UnsafeOutputError, atomic_write_text
-
-from .data import EvalData, load_eval_data
-from .distributed import distributed_map
-from .features import itm_pair_scores, model_device, text_embeddings, tokenize
-from .linear_probe import linear_probe
-from .prompt_files import DEFAULT_TEMPLATES, classnames_for, display_path, load_templates
-from .retrieval import evaluate_retrieval, retrieval_examples
-from .zero_shot import build_zero_shot_classifier, class_ensembles, holdout_label_ids, zero_shot_metrics
+from wvlp.evaluation.data import EvalData, load_eval_data
+from wvlp.evaluation.distributed import distributed_map
+from wvlp.evaluation.features import itm_pair_scores, model_device, text_embeddings, tokenize
+from wvlp.evaluation.linear_probe import linear_probe
+from wvlp.evaluation.prompt_files import DEFAULT_TEMPLATES, classnames_for, display_path, load_templates
+from wvlp.evaluation.retrieval import evaluate_retrieval, retrieval_examples
+from wvlp.evaluation.zero_shot import build_zero_shot_classifier, class_ensembles, holdout_label_ids, zero_shot_metrics
+from wvlp.modeling import WVLPConfig, WVLPForPreTraining, WVLPModel, WVLPProcessor
 
 SCHEMA = "wvlp-eval/1"
 TASKS = ("zero-shot", "retrieval", "linear-probe")
@@ -65,8 +64,13 @@ def parse_tasks(tasks: str | Sequence[str]) -> list[str]:
 
 
 @torch.no_grad()
-def encode_images(model: WVLPModel, processor: WVLPProcessor, images: Sequence[Any], batch_size: int = 128,
-                  return_tokens: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+def encode_images(
+    model: WVLPModel,
+    processor: WVLPProcessor,
+    images: Sequence[Any],
+    batch_size: int = 128,
+    return_tokens: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Normalised embeddings (N, D) and optionally image tokens (N, T, C), sharded over ranks when distributed."""
     device, dim, token_shape = model_device(model), model.config.embed_dim, []
 
@@ -84,11 +88,32 @@ def encode_images(model: WVLPModel, processor: WVLPProcessor, images: Sequence[A
     return rows[:, :dim].contiguous(), tokens
 
 
-def default_command(model_path: str, data: str, tasks: list[str], split: str, image_root: str | None, itm_k: int,
-                    max_images: int | None, holdout: Sequence[str | int] | None, out: str | None) -> str:
+def default_command(
+    model_path: str,
+    data: str,
+    tasks: list[str],
+    split: str,
+    image_root: str | None,
+    itm_k: int,
+    max_images: int | None,
+    holdout: Sequence[str | int] | None,
+    out: str | None,
+) -> str:
     """The `wvlp evaluate` command line equivalent to an `evaluate_model` call."""
-    args = ["wvlp", "evaluate", "--model", model_path, "--task", "all" if tasks == list(TASKS) else ",".join(tasks),
-            "--data", data, "--split", split, "--itm-k", str(itm_k)]
+    args = [
+        "wvlp",
+        "evaluate",
+        "--model",
+        model_path,
+        "--task",
+        "all" if tasks == list(TASKS) else ",".join(tasks),
+        "--data",
+        data,
+        "--split",
+        split,
+        "--itm-k",
+        str(itm_k),
+    ]
     if image_root:
         args += ["--image-root", image_root]
     if max_images is not None:
@@ -159,8 +184,10 @@ def evaluate_model(
     for task, ok in (("zero-shot", labelled), ("linear-probe", labelled and eval_data.train_images is not None)):
         if task in task_list and not ok:
             if explicit:
-                raise ValueError(f"task {task} needs class labels{' and a train split' if task == 'linear-probe' else ''}"
-                                 f", which data={data_arg!r} does not have")
+                raise ValueError(
+                    f"task {task} needs class labels{' and a train split' if task == 'linear-probe' else ''}"
+                    f", which data={data_arg!r} does not have"
+                )
             task_list.remove(task)
 
     metrics, side = {}, {}
@@ -173,33 +200,55 @@ def evaluate_model(
         classnames_path = names.path
         holdout = holdout_label_ids(names.label_names, holdout_classes)
         classifier = build_zero_shot_classifier(model, processor, names.prompt_names, templates)
-        metrics["zero_shot"], matrix = zero_shot_metrics(image_features @ classifier.T, eval_data.labels,
-                                                         names.label_names, holdout)
+        metrics["zero_shot"], matrix = zero_shot_metrics(
+            image_features @ classifier.T, eval_data.labels, names.label_names, holdout
+        )
         side["confusion"] = {"classnames": list(names.label_names), "matrix": matrix.tolist()}
         if eval_data.text_labels is not None and len(eval_data.texts):
             metrics["zero_shot_descriptions"] = description_zero_shot(
-                model, processor, eval_data, image_features, len(names.label_names), batch_size)
+                model, processor, eval_data, image_features, len(names.label_names), batch_size
+            )
     if "retrieval" in task_list:
         result = retrieve(model, processor, eval_data, image_features, image_tokens, itm_k, batch_size)
         metrics["retrieval"] = result.metrics()
         best = result.t2i_itm or result.t2i
-        side["retrieval_examples"] = retrieval_examples(best, eval_data.texts, eval_data.text_groups,
-                                                        eval_data.image_groups)
+        side["retrieval_examples"] = retrieval_examples(
+            best, eval_data.texts, eval_data.text_groups, eval_data.image_groups
+        )
     if "linear-probe" in task_list:
         train_features, _ = encode_images(model, processor, eval_data.train_images, batch_size)
-        metrics["linear_probe"] = linear_probe(train_features, eval_data.train_labels, image_features,
-                                               eval_data.labels, len(eval_data.label_names))
+        metrics["linear_probe"] = linear_probe(
+            train_features, eval_data.train_labels, image_features, eval_data.labels, len(eval_data.label_names)
+        )
 
     record = {
         "schema": SCHEMA,
-        "model": {"path": model_path, "stage": stage, "image_size": int(processor.image_processor.size),
-                  "config_sha256": config_sha256(model)},
-        "data": {"name": eval_data.name, "split": eval_data.split, "num_images": len(eval_data.images),
-                 "num_texts": len(eval_data.texts), "classnames_file": classnames_path,
-                 "templates_file": display_path(Path(templates_file)) if "zero-shot" in task_list else None},
-        "command": command or default_command(model_path, data_arg, task_list, eval_data.split,
-                                              str(image_root) if image_root else None, itm_k, max_images,
-                                              holdout_classes, str(out) if out else None),
+        "model": {
+            "path": model_path,
+            "stage": stage,
+            "image_size": int(processor.image_processor.size),
+            "config_sha256": config_sha256(model),
+        },
+        "data": {
+            "name": eval_data.name,
+            "split": eval_data.split,
+            "num_images": len(eval_data.images),
+            "num_texts": len(eval_data.texts),
+            "classnames_file": classnames_path,
+            "templates_file": display_path(Path(templates_file)) if "zero-shot" in task_list else None,
+        },
+        "command": command
+        or default_command(
+            model_path,
+            data_arg,
+            task_list,
+            eval_data.split,
+            str(image_root) if image_root else None,
+            itm_k,
+            max_images,
+            holdout_classes,
+            str(out) if out else None,
+        ),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "metrics": metrics,
     }
@@ -208,10 +257,16 @@ def evaluate_model(
     return record
 
 
-def description_zero_shot(model: WVLPModel, processor: WVLPProcessor, eval_data: EvalData,
-                          image_features: torch.Tensor, num_classes: int, batch_size: int) -> dict[str, float]:
+def description_zero_shot(
+    model: WVLPModel,
+    processor: WVLPProcessor,
+    eval_data: EvalData,
+    image_features: torch.Tensor,
+    num_classes: int,
+    batch_size: int,
+) -> dict[str, float]:
     """Top-1/top-5 with one ensemble of descriptions per class; a class without descriptions is never predicted."""
-    from .zero_shot import topk_accuracy
+    from wvlp.evaluation.zero_shot import topk_accuracy
 
     present = np.unique(eval_data.text_labels)
     remap = {label: i for i, label in enumerate(present.tolist())}
@@ -222,8 +277,15 @@ def description_zero_shot(model: WVLPModel, processor: WVLPProcessor, eval_data:
     return topk_accuracy(logits, torch.from_numpy(np.asarray(eval_data.labels)))
 
 
-def retrieve(model: WVLPModel, processor: WVLPProcessor, eval_data: EvalData, image_features: torch.Tensor,
-             image_tokens: torch.Tensor | None, itm_k: int, batch_size: int):
+def retrieve(
+    model: WVLPModel,
+    processor: WVLPProcessor,
+    eval_data: EvalData,
+    image_features: torch.Tensor,
+    image_tokens: torch.Tensor | None,
+    itm_k: int,
+    batch_size: int,
+):
     """Both retrieval directions on `eval_data`, ITM re-ranked over the top `itm_k` when `itm_k > 0`.
 
     Class-level data leaves out the queries of classes the other side lacks (e.g. an image whose class has no
@@ -237,12 +299,24 @@ def retrieve(model: WVLPModel, processor: WVLPProcessor, eval_data: EvalData, im
         text_tokens = tokenize(processor, eval_data.texts)
 
         def itm_scores(image_index: np.ndarray, text_index: np.ndarray) -> np.ndarray:
-            return itm_pair_scores(model, image_tokens, text_tokens, torch.from_numpy(image_index),
-                                   torch.from_numpy(text_index), batch_size).numpy()
+            return itm_pair_scores(
+                model,
+                image_tokens,
+                text_tokens,
+                torch.from_numpy(image_index),
+                torch.from_numpy(text_index),
+                batch_size,
+            ).numpy()
 
-    return evaluate_retrieval(image_features, text_features, eval_data.image_groups, eval_data.text_groups,
-                              itm_k=itm_k, itm_scores=itm_scores,
-                              drop_unanswerable=eval_data.retrieval_level == "class")
+    return evaluate_retrieval(
+        image_features,
+        text_features,
+        eval_data.image_groups,
+        eval_data.text_groups,
+        itm_k=itm_k,
+        itm_scores=itm_scores,
+        drop_unanswerable=eval_data.retrieval_level == "class",
+    )
 
 
 def side_files(out: Path) -> list[Path]:
@@ -261,18 +335,21 @@ def _is_eval_json(path: Path) -> bool:
 def check_outputs(out: Path) -> None:
     """Refuses, before any work, an `out` whose files exist and were not written by an earlier evaluation."""
     if out.exists() and not _is_eval_json(out):
-        raise UnsafeOutputError(f"out={str(out)!r} exists and is not a {SCHEMA} eval JSON: it would be overwritten; "
-                                "choose another path")
+        raise UnsafeOutputError(
+            f"out={str(out)!r} exists and is not a {SCHEMA} eval JSON: it would be overwritten; choose another path"
+        )
     if not out.exists():
         taken = [str(p) for p in side_files(out) if p.exists()]
         if taken:
-            raise UnsafeOutputError(f"out={str(out)!r}: {', '.join(taken)} already exist and belong to no eval JSON: "
-                                    "they would be overwritten; choose another path")
+            raise UnsafeOutputError(
+                f"out={str(out)!r}: {', '.join(taken)} already exist and belong to no eval JSON: "
+                "they would be overwritten; choose another path"
+            )
 
 
 def write_outputs(record: dict, side: dict, out: Path, eval_data: EvalData) -> None:
     """The eval JSON and its side files (confusion matrix and retrieval examples, as JSON and PNG)."""
-    from .plots import plot_confusion_matrix, plot_retrieval_examples
+    from wvlp.evaluation.plots import plot_confusion_matrix, plot_retrieval_examples
 
     confusion_json, confusion_png, examples_json, examples_png = side_files(out)
     if "confusion" in side:

@@ -12,13 +12,13 @@ from collections.abc import Collection, Sequence
 import numpy as np
 import torch
 
+from wvlp.evaluation.features import image_embeddings, text_embeddings
 from wvlp.modeling import WVLPModel, WVLPProcessor
 
-from .features import image_embeddings, text_embeddings
 
-
-def class_ensembles(embeddings: torch.Tensor, labels: Sequence[int] | np.ndarray | torch.Tensor,
-                    num_classes: int) -> torch.Tensor:
+def class_ensembles(
+    embeddings: torch.Tensor, labels: Sequence[int] | np.ndarray | torch.Tensor, num_classes: int
+) -> torch.Tensor:
     """(C, D): per class, the normalised mean of its rows of `embeddings` (normalised first)."""
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     if len(labels) != len(embeddings):
@@ -27,15 +27,22 @@ def class_ensembles(embeddings: torch.Tensor, labels: Sequence[int] | np.ndarray
     if len(counts) > num_classes or (labels < 0).any():
         raise ValueError(f"labels must lie in 0..{num_classes - 1}, got {labels.min().item()}..{labels.max().item()}")
     if (counts == 0).any():
-        raise ValueError(f"classes {counts.eq(0).nonzero().squeeze(1).tolist()} have no text to build an ensemble from")
+        raise ValueError(
+            f"classes {counts.eq(0).nonzero().squeeze(1).tolist()} have no text to build an ensemble from"
+        )
     normalised = torch.nn.functional.normalize(embeddings.float(), dim=-1)
     sums = torch.zeros(num_classes, embeddings.shape[1]).index_add_(0, labels, normalised)
     return torch.nn.functional.normalize(sums / counts[:, None], dim=-1)
 
 
 @torch.no_grad()
-def build_zero_shot_classifier(model: WVLPModel, processor: WVLPProcessor, classnames: Sequence[str],
-                               templates: Sequence[str], max_length: int = 32) -> torch.Tensor:
+def build_zero_shot_classifier(
+    model: WVLPModel,
+    processor: WVLPProcessor,
+    classnames: Sequence[str],
+    templates: Sequence[str],
+    max_length: int = 32,
+) -> torch.Tensor:
     """One weight per class (C, D): the ensemble of its template prompts."""
     if not classnames or not templates:
         raise ValueError(f"need class names and templates, got {len(classnames)} names and {len(templates)} templates")
@@ -45,9 +52,14 @@ def build_zero_shot_classifier(model: WVLPModel, processor: WVLPProcessor, class
 
 
 @torch.no_grad()
-def build_description_classifier(model: WVLPModel, processor: WVLPProcessor, texts: Sequence[str],
-                                 labels: Sequence[int] | np.ndarray, num_classes: int,
-                                 max_length: int = 32) -> torch.Tensor:
+def build_description_classifier(
+    model: WVLPModel,
+    processor: WVLPProcessor,
+    texts: Sequence[str],
+    labels: Sequence[int] | np.ndarray,
+    num_classes: int,
+    max_length: int = 32,
+) -> torch.Tensor:
     """One weight per class (C, D): the ensemble of the class's descriptions."""
     return class_ensembles(text_embeddings(model, processor, texts, max_length=max_length), labels, num_classes)
 
@@ -72,12 +84,16 @@ def per_class_accuracy(matrix: np.ndarray, classnames: Sequence[str]) -> dict[st
     return {name: (float(matrix[i, i] / totals[i]) if totals[i] else None) for i, name in enumerate(classnames)}
 
 
-def seen_unseen_accuracy(predictions: np.ndarray, labels: np.ndarray, holdout: Collection[int]) -> dict[str, float | None]:
+def seen_unseen_accuracy(
+    predictions: np.ndarray, labels: np.ndarray, holdout: Collection[int]
+) -> dict[str, float | None]:
     """`seen_top1`, `unseen_top1` (None when a side has no image) and their `harmonic` mean."""
     predictions, labels = np.asarray(predictions), np.asarray(labels)
     unseen = np.isin(labels, sorted(holdout))
-    side = {name: (float(np.mean(predictions[mask] == labels[mask])) if mask.any() else None)
-            for name, mask in (("seen_top1", ~unseen), ("unseen_top1", unseen))}
+    side = {
+        name: (float(np.mean(predictions[mask] == labels[mask])) if mask.any() else None)
+        for name, mask in (("seen_top1", ~unseen), ("unseen_top1", unseen))
+    }
     s, u = side["seen_top1"], side["unseen_top1"]
     harmonic = None if s is None or u is None else (0.0 if s + u == 0 else 2 * s * u / (s + u))
     return {**side, "harmonic": harmonic}
@@ -98,13 +114,18 @@ def holdout_label_ids(label_names: Sequence[str], holdout: Collection[str | int]
     return ids
 
 
-def zero_shot_metrics(logits: torch.Tensor, labels: Sequence[int] | np.ndarray, classnames: Sequence[str],
-                      holdout: Collection[int] | None = None) -> tuple[dict, np.ndarray]:
+def zero_shot_metrics(
+    logits: torch.Tensor,
+    labels: Sequence[int] | np.ndarray,
+    classnames: Sequence[str],
+    holdout: Collection[int] | None = None,
+) -> tuple[dict, np.ndarray]:
     """The eval-JSON zero-shot block (top1, top5, per_class, seen/unseen/harmonic) and the confusion matrix."""
     labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     if logits.shape != (len(labels_t), len(classnames)):
-        raise ValueError(f"logits has shape {tuple(logits.shape)}, expected (images, classes) = "
-                         f"{(len(labels_t), len(classnames))}")
+        raise ValueError(
+            f"logits has shape {tuple(logits.shape)}, expected (images, classes) = {(len(labels_t), len(classnames))}"
+        )
     predictions = logits.argmax(1).numpy()
     matrix = confusion_matrix(predictions, labels_t.numpy(), len(classnames))
     metrics = {**topk_accuracy(logits, labels_t), "per_class": per_class_accuracy(matrix, classnames)}
@@ -115,8 +136,14 @@ def zero_shot_metrics(logits: torch.Tensor, labels: Sequence[int] | np.ndarray, 
     return metrics, matrix
 
 
-def zero_shot_accuracy(model: WVLPModel, processor: WVLPProcessor, images: Sequence, labels: Sequence[int] | np.ndarray,
-                       classnames: Sequence[str], templates: Sequence[str]) -> dict[str, float]:
+def zero_shot_accuracy(
+    model: WVLPModel,
+    processor: WVLPProcessor,
+    images: Sequence,
+    labels: Sequence[int] | np.ndarray,
+    classnames: Sequence[str],
+    templates: Sequence[str],
+) -> dict[str, float]:
     """Top-1/top-5 zero-shot accuracy of `images` against prompts built from `classnames`."""
     classifier = build_zero_shot_classifier(model, processor, classnames, templates)
     logits = image_embeddings(model, processor, images) @ classifier.t()

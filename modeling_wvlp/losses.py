@@ -42,7 +42,9 @@ def global_mean(loss_sum: torch.Tensor, count: torch.Tensor | int) -> torch.Tens
     return loss_sum * world_size / count.clamp(min=1.0)
 
 
-def positive_targets(row_keys: torch.Tensor, col_keys: torch.Tensor, col_valid: torch.Tensor | None = None) -> torch.Tensor:
+def positive_targets(
+    row_keys: torch.Tensor, col_keys: torch.Tensor, col_valid: torch.Tensor | None = None
+) -> torch.Tensor:
     """Multi-positive targets: column j is a positive of row i when their keys match; each row sums to 1 (or 0 if none)."""
     positives = (row_keys[:, None] == col_keys[None, :]).float()
     if col_valid is not None:
@@ -150,4 +152,3 @@ def sample_hard_negatives(
     if world_size > 1:
         dist.broadcast(indices, src=0)
     return indices, valid
-

@@ -52,7 +52,10 @@ def check_prompt_width(prompts: torch.Tensor, language_model: nn.Module) -> None
 
 
 def prompt_lm_loss(
-    language_model: nn.Module, prompts: torch.Tensor, lm_input_ids: torch.Tensor, lm_attention_mask: torch.Tensor | None
+    language_model: nn.Module,
+    prompts: torch.Tensor,
+    lm_input_ids: torch.Tensor,
+    lm_attention_mask: torch.Tensor | None,
 ) -> torch.Tensor:
     """Causal-LM loss of the sentence tokens after the soft prompt; prompt and padding positions are ignored (-100).
 
@@ -67,14 +70,20 @@ def prompt_lm_loss(
     prompt_mask = torch.ones(batch, num_prompts, dtype=lm_attention_mask.dtype, device=lm_attention_mask.device)
     attention_mask = torch.cat([prompt_mask, lm_attention_mask], dim=1)
     labels = torch.cat(
-        [torch.full((batch, num_prompts), -100, device=lm_input_ids.device), lm_input_ids.masked_fill(lm_attention_mask == 0, -100)],
+        [
+            torch.full((batch, num_prompts), -100, device=lm_input_ids.device),
+            lm_input_ids.masked_fill(lm_attention_mask == 0, -100),
+        ],
         dim=1,
     )
     return language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels).loss
 
 
 def prompt_token_nll(
-    language_model: nn.Module, prompts: torch.Tensor, lm_input_ids: torch.Tensor, lm_attention_mask: torch.Tensor | None
+    language_model: nn.Module,
+    prompts: torch.Tensor,
+    lm_input_ids: torch.Tensor,
+    lm_attention_mask: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed negative log-likelihood of each row's sentence tokens after its prompt, and each row's token count."""
     check_prompt_width(prompts, language_model)
@@ -84,7 +93,9 @@ def prompt_token_nll(
     token_embeds = language_model.get_input_embeddings()(lm_input_ids)
     inputs_embeds = torch.cat([prompts.to(token_embeds.dtype), token_embeds], dim=1)
     prompt_mask = torch.ones(prompts.shape[:2], dtype=lm_attention_mask.dtype, device=lm_attention_mask.device)
-    logits = language_model(inputs_embeds=inputs_embeds, attention_mask=torch.cat([prompt_mask, lm_attention_mask], 1)).logits
+    logits = language_model(
+        inputs_embeds=inputs_embeds, attention_mask=torch.cat([prompt_mask, lm_attention_mask], 1)
+    ).logits
     # Position num_prompts-1+t predicts sentence token t.
     logits = logits[:, num_prompts - 1 : -1].float()
     nll = F.cross_entropy(logits.transpose(1, 2), lm_input_ids, reduction="none") * lm_attention_mask
@@ -111,7 +122,10 @@ def generate_from_prompts(
     if not do_sample:  # greedy: drop sampling knobs a generation_config may carry, so transformers does not warn
         generate_kwargs.update(temperature=None, top_p=None, top_k=None)
     output = language_model.generate(
-        inputs_embeds=embeds, attention_mask=attention_mask, max_new_tokens=max_new_tokens, do_sample=do_sample,
+        inputs_embeds=embeds,
+        attention_mask=attention_mask,
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
         **generate_kwargs,
     )
     # With only inputs_embeds, decoder-only generate returns just the new tokens.
@@ -130,7 +144,9 @@ class WVLPPromptBridge(nn.Module):
         hidden = config.text_config.hidden_size
         self.num_prompts = config.bridge_num_prompts
         self.queries = nn.Embedding(config.bridge_num_prompts, hidden)
-        self.layers = nn.ModuleList(WVLPTextLayer(config, config.fusion_layer) for _ in range(config.bridge_num_layers))
+        self.layers = nn.ModuleList(
+            WVLPTextLayer(config, config.fusion_layer) for _ in range(config.bridge_num_layers)
+        )
         self.layer_norm = nn.LayerNorm(hidden, eps=config.text_config.layer_norm_eps)
         self.lm_proj = nn.Linear(hidden, config.bridge_prompt_dim)
 

@@ -211,4 +211,5 @@ def init_efficientnet_weights(module: nn.Module) -> None:
         init.ones_(module.running_var)
         init.zeros_(module.num_batches_tracked)
 
+
 __all__ = ["WVLPEfficientNetLiteModel", "efficientnet_lite_block_specs", "init_efficientnet_weights"]

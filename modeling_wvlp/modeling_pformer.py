@@ -138,9 +138,7 @@ class PFormerModel(PFormerPreTrainedModel):
         with torch.no_grad():
             vocab_sq = (vocab * vocab).sum(1)
             # Chunks keep the (prompts x vocabulary) distance matrix small for 50k-token vocabularies.
-            nearest = torch.cat([
-                (vocab_sq[None] - 2 * chunk @ vocab.t()).argmin(1) for chunk in flat.split(256)
-            ])
+            nearest = torch.cat([(vocab_sq[None] - 2 * chunk @ vocab.t()).argmin(1) for chunk in flat.split(256)])
         return F.mse_loss(flat, vocab[nearest])
 
     def contrastive_loss(self, view_a: torch.Tensor, view_b: torch.Tensor) -> torch.Tensor:
@@ -148,8 +146,10 @@ class PFormerModel(PFormerPreTrainedModel):
         logits = view_a.float() @ view_b.float().t() / self.temp()
         labels = torch.arange(logits.shape[0], device=logits.device)
         smoothing = self.config.label_smoothing
-        return (F.cross_entropy(logits, labels, label_smoothing=smoothing)
-                + F.cross_entropy(logits.t(), labels, label_smoothing=smoothing)) / 2
+        return (
+            F.cross_entropy(logits, labels, label_smoothing=smoothing)
+            + F.cross_entropy(logits.t(), labels, label_smoothing=smoothing)
+        ) / 2
 
     def forward(
         self,
@@ -186,7 +186,9 @@ class PFormerModel(PFormerPreTrainedModel):
             terms["vocab"] = self.vocab_loss(view.prompts, lm)
         total = sum(self._weight(name) * value for name, value in terms.items())
         return PFormerOutput(
-            loss=total, prompts=view.prompts, text_embeds=view.text_embeds,
+            loss=total,
+            prompts=view.prompts,
+            text_embeds=view.text_embeds,
             **{f"{name}_loss": value for name, value in terms.items()},
         )
 

@@ -75,7 +75,10 @@ class WVLPAttention(nn.Module):
         self.o_proj.zero_init = context_size is not None
 
     def forward(
-        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, context: torch.Tensor | None = None
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         context = hidden_states if context is None else context
         batch, length, _ = hidden_states.shape
@@ -241,7 +244,9 @@ class WVLPTextTower(nn.Module):
             pooled = (hidden_states * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
         return WVLPTextOutput(last_hidden_state=hidden_states, fusion_input=fusion_input, pooler_output=pooled)
 
-    def fuse(self, fusion_input: torch.Tensor, attention_mask: torch.Tensor, image_tokens: torch.Tensor) -> torch.Tensor:
+    def fuse(
+        self, fusion_input: torch.Tensor, attention_mask: torch.Tensor, image_tokens: torch.Tensor
+    ) -> torch.Tensor:
         """Fusion mode from layer `fusion_layer` upward; returns the multimodal hidden states."""
         mask = extended_attention_mask(attention_mask, fusion_input.dtype)
         hidden_states = fusion_input
@@ -250,5 +255,15 @@ class WVLPTextTower(nn.Module):
         return hidden_states
 
 
-__all__ = ["WVLPAttention", "WVLPMLMHead", "WVLPTemperature", "WVLPTextEmbeddings", "WVLPTextLayer", "WVLPTextOutput",
-           "WVLPTextTower", "eager_attention_forward", "extended_attention_mask", "init_text_weights"]
+__all__ = [
+    "WVLPAttention",
+    "WVLPMLMHead",
+    "WVLPTemperature",
+    "WVLPTextEmbeddings",
+    "WVLPTextLayer",
+    "WVLPTextOutput",
+    "WVLPTextTower",
+    "eager_attention_forward",
+    "extended_attention_mask",
+    "init_text_weights",
+]

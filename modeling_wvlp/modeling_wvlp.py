@@ -16,6 +16,7 @@ from transformers import AutoModel, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
+from .configuration_wvlp import WVLPConfig, WVLPEfficientNetLiteConfig
 from .losses import (
     clip_loss,
     contrastive_loss,
@@ -26,7 +27,6 @@ from .losses import (
     sample_hard_negatives,
     world_info,
 )
-from .configuration_wvlp import WVLPConfig, WVLPEfficientNetLiteConfig
 from .modeling_bridge import (
     WVLPPromptBridge,
     freeze_language_model,
@@ -161,15 +161,15 @@ class WVLPModel(WVLPPreTrainedModel):
         output.pooler_output = F.normalize(self.vision_proj(output.pooler_output), dim=-1)
         return output
 
-    def get_text_features(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
-    ) -> WVLPTextOutput:
+    def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> WVLPTextOutput:
         """Text-mode hidden states; the projected, L2-normalised embedding in `pooler_output`."""
         output = self.text_model.encode(input_ids, attention_mask)
         output.pooler_output = F.normalize(self.text_proj(output.pooler_output), dim=-1)
         return output
 
-    def get_image_prompts(self, pixel_values: torch.Tensor | None = None, image_tokens: torch.Tensor | None = None) -> torch.Tensor:
+    def get_image_prompts(
+        self, pixel_values: torch.Tensor | None = None, image_tokens: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(B, K, bridge_prompt_dim) soft prompts of the images for the frozen LM (needs `config.prompt_bridge`)."""
         if self.prompt_bridge is None:
             raise ValueError("this model has no image-to-prompt bridge: build it with config.prompt_bridge=True")
@@ -447,8 +447,10 @@ class WVLPForPreTraining(WVLPPreTrainedModel):
         if mlm_input_ids is None:
             weights["mlm"] = 0.0
         if lm_input_ids is None and weights["generation"] > 0:
-            raise ValueError("generation_loss_weight > 0 needs lm_input_ids: the paired descriptions in the frozen "
-                             "LM's tokens (DistillationCollator(lm_tokenizer=...) adds them)")
+            raise ValueError(
+                "generation_loss_weight > 0 needs lm_input_ids: the paired descriptions in the frozen "
+                "LM's tokens (DistillationCollator(lm_tokenizer=...) adds them)"
+            )
 
         vision = self.wvlp.get_image_features(pixel_values)
         text = self.wvlp.get_text_features(input_ids, attention_mask)
@@ -487,7 +489,9 @@ class WVLPForPreTraining(WVLPPreTrainedModel):
 
         terms = {}
         if weights["itc"] > 0:
-            terms["itc"] = both_directions(image_feat, text_columns, image_feat_m, text_feat, image_columns, text_feat_m)
+            terms["itc"] = both_directions(
+                image_feat, text_columns, image_feat_m, text_feat, image_columns, text_feat_m
+            )
 
         if weights["imc"] > 0:
             # Intra-modal: an image against the teacher's view of its augmented copy; a text against the teacher's text.
@@ -523,9 +527,11 @@ class WVLPForPreTraining(WVLPPreTrainedModel):
             )
 
         if weights["generation"] > 0 or weights["pformer_alignment"] > 0:
-            terms.update(self._prompt_losses(
-                vision.last_hidden_state, input_ids, attention_mask, lm_input_ids, lm_attention_mask, weights
-            ))
+            terms.update(
+                self._prompt_losses(
+                    vision.last_hidden_state, input_ids, attention_mask, lm_input_ids, lm_attention_mask, weights
+                )
+            )
 
         if weights["itc"] > 0 or weights["imc"] > 0:
             with torch.no_grad():
@@ -553,7 +559,9 @@ class WVLPForPreTraining(WVLPPreTrainedModel):
         prompts = self.wvlp.get_image_prompts(image_tokens=image_tokens)
         terms = {}
         if weights["generation"] > 0:
-            terms["generation"] = prompt_lm_loss(self.wvlp.get_language_model(), prompts, lm_input_ids, lm_attention_mask)
+            terms["generation"] = prompt_lm_loss(
+                self.wvlp.get_language_model(), prompts, lm_input_ids, lm_attention_mask
+            )
         if weights["pformer_alignment"] > 0:
             pformer = getattr(self, "_pformer", None)
             if pformer is None:
@@ -578,7 +586,11 @@ class WVLPForPreTraining(WVLPPreTrainedModel):
         """Retrieved corpus sentences as extra positives of their description's image (and category), both directions."""
         batch, k, length = input_ids.shape
         valid = torch.ones(batch, k, dtype=torch.bool, device=input_ids.device) if valid is None else valid.bool()
-        flat_ids, flat_mask, flat_valid = input_ids.reshape(-1, length), attention_mask.reshape(-1, length), valid.reshape(-1)
+        flat_ids, flat_mask, flat_valid = (
+            input_ids.reshape(-1, length),
+            attention_mask.reshape(-1, length),
+            valid.reshape(-1),
+        )
         knowledge_categories = category_ids.repeat_interleave(k)
         knowledge_feat = self.wvlp.get_text_features(flat_ids, flat_mask).pooler_output
         with torch.no_grad():

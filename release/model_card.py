@@ -22,8 +22,15 @@ EVAL_SCHEMA = "wvlp-eval/1"
 TEMPLATE_PATH = Path(__file__).with_name("model_card.md")
 LICENSE = "apache-2.0"
 PIPELINE_TAG = "zero-shot-image-classification"
-BASE_TAGS = ["custom_code", "vision-language", "clip", "zero-shot-image-classification", "image-text-retrieval",
-             "weak-supervision", "wvlp"]  # fmt: skip
+BASE_TAGS = [
+    "custom_code",
+    "vision-language",
+    "clip",
+    "zero-shot-image-classification",
+    "image-text-retrieval",
+    "weak-supervision",
+    "wvlp",
+]
 # Datasets whose images are 28x28 grey: the card then warns about the resolution.
 LOW_RESOLUTION_DATASETS = {"fashion-mnist", "fashion_mnist", "mnist"}
 RETRIEVAL_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
@@ -128,32 +135,57 @@ def eval_results(evals: Sequence[Mapping[str, Any]]) -> list[EvalResult]:
         def add(task_type: str, task_name: str, metric_type: str, metric_name: str, value: float | None) -> None:
             if value is None:
                 return
-            results.append(EvalResult(
-                task_type=task_type, task_name=task_name, dataset_type=dataset_type, dataset_name=dataset_name,
-                dataset_split=split, metric_type=metric_type, metric_name=metric_name + suffix,
-                metric_value=round(float(value), 4),
-            ))  # fmt: skip
+            results.append(
+                EvalResult(
+                    task_type=task_type,
+                    task_name=task_name,
+                    dataset_type=dataset_type,
+                    dataset_name=dataset_name,
+                    dataset_split=split,
+                    metric_type=metric_type,
+                    metric_name=metric_name + suffix,
+                    metric_value=round(float(value), 4),
+                )
+            )
 
         zs = metrics.get("zero_shot") or {}
-        for key, label in (("top1", "zero-shot top-1"), ("top5", "zero-shot top-5"),
-                           ("seen_top1", "zero-shot top-1, seen classes"),
-                           ("unseen_top1", "zero-shot top-1, unseen classes"),
-                           ("harmonic", "zero-shot harmonic mean (seen, unseen)")):  # fmt: skip
+        for key, label in (
+            ("top1", "zero-shot top-1"),
+            ("top5", "zero-shot top-5"),
+            ("seen_top1", "zero-shot top-1, seen classes"),
+            ("unseen_top1", "zero-shot top-1, unseen classes"),
+            ("harmonic", "zero-shot harmonic mean (seen, unseen)"),
+        ):
             add(PIPELINE_TAG, "Zero-shot image classification", "accuracy", label, zs.get(key))
         zsd = metrics.get("zero_shot_descriptions") or {}
-        for key, label in (("top1", "zero-shot top-1, description ensembles"),
-                           ("top5", "zero-shot top-5, description ensembles")):  # fmt: skip
+        for key, label in (
+            ("top1", "zero-shot top-1, description ensembles"),
+            ("top5", "zero-shot top-5, description ensembles"),
+        ):
             add(PIPELINE_TAG, "Zero-shot image classification", "accuracy", label, zsd.get(key))
         retrieval = metrics.get("retrieval") or {}
-        for mode, how in (("itm", f"ITC then ITM re-ranking of the top {retrieval.get('itm_k', '?')}"),
-                          ("itc", "ITC only")):  # fmt: skip
+        for mode, how in (
+            ("itm", f"ITC then ITM re-ranking of the top {retrieval.get('itm_k', '?')}"),
+            ("itc", "ITC only"),
+        ):
             values = retrieval.get(mode) or {}
             for key in RETRIEVAL_KEYS:
                 task_type, metric_type, label = _RETRIEVAL_NAMES[key]
-                add(task_type, f"Image-text retrieval ({how})", metric_type, f"{label}, {mode.upper()}", values.get(key))
+                add(
+                    task_type,
+                    f"Image-text retrieval ({how})",
+                    metric_type,
+                    f"{label}, {mode.upper()}",
+                    values.get(key),
+                )
         probe = metrics.get("linear_probe") or {}
-        add("image-classification", "Linear probe on frozen image features", "accuracy", "linear probe top-1",
-            probe.get("top1"))
+        add(
+            "image-classification",
+            "Linear probe on frozen image features",
+            "accuracy",
+            "linear probe top-1",
+            probe.get("top1"),
+        )
     return results
 
 
@@ -171,19 +203,33 @@ def _eval_section(ev: Mapping[str, Any]) -> dict[str, Any]:
     _, dataset_name, split = _dataset_label(data)
     stage = model.get("stage")
     title = f"{dataset_name} ({split})" + (f", {stage} model" if stage else "")
-    counts = [f"{data[k]:,} {label}" for k, label in (("num_images", "images"), ("num_texts", "texts"))
-              if isinstance(data.get(k), int)]  # fmt: skip
+    counts = [
+        f"{data[k]:,} {label}"
+        for k, label in (("num_images", "images"), ("num_texts", "texts"))
+        if isinstance(data.get(k), int)
+    ]
     details = [f"image size {model['image_size']} px"] if model.get("image_size") else []
-    data_line = f"Data: **{dataset_name}**, split `{split}`" + (f", {', '.join(counts + details)}" if counts or details else "") + "."
+    data_line = (
+        f"Data: **{dataset_name}**, split `{split}`"
+        + (f", {', '.join(counts + details)}" if counts or details else "")
+        + "."
+    )
     rows: list[tuple[str, str]] = []
     zs = metrics.get("zero_shot") or {}
-    for key, label in (("top1", "zero-shot top-1"), ("top5", "zero-shot top-5"),
-                       ("seen_top1", "zero-shot top-1, seen classes"), ("unseen_top1", "zero-shot top-1, unseen classes"),
-                       ("harmonic", "zero-shot harmonic mean (seen, unseen)")):  # fmt: skip
+    for key, label in (
+        ("top1", "zero-shot top-1"),
+        ("top5", "zero-shot top-5"),
+        ("seen_top1", "zero-shot top-1, seen classes"),
+        ("unseen_top1", "zero-shot top-1, unseen classes"),
+        ("harmonic", "zero-shot harmonic mean (seen, unseen)"),
+    ):
         if zs.get(key) is not None:
             rows.append((label, _percent(zs[key])))
     zsd = metrics.get("zero_shot_descriptions") or {}
-    for key, label in (("top1", "zero-shot top-1, description ensembles"), ("top5", "zero-shot top-5, description ensembles")):
+    for key, label in (
+        ("top1", "zero-shot top-1, description ensembles"),
+        ("top5", "zero-shot top-5, description ensembles"),
+    ):
         if zsd.get(key) is not None:
             rows.append((label, _percent(zsd[key])))
     retrieval = metrics.get("retrieval") or {}
@@ -200,7 +246,9 @@ def _eval_section(ev: Mapping[str, Any]) -> dict[str, Any]:
     probe = metrics.get("linear_probe") or {}
     if probe.get("top1") is not None:
         samples = probe.get("train_samples")
-        rows.append(("linear probe top-1" + (f" ({samples:,} training images)" if samples else ""), _percent(probe["top1"])))
+        rows.append(
+            ("linear probe top-1" + (f" ({samples:,} training images)" if samples else ""), _percent(probe["top1"]))
+        )
     per_class = [(name, _percent(value)) for name, value in (zs.get("per_class") or {}).items() if value is not None]
     return {
         "title": title,
@@ -217,7 +265,10 @@ def _model_facts(config: Mapping[str, Any] | None) -> dict[str, Any]:
     """Architecture lines of the card from a saved `config.json` (defaults describe the embedded default)."""
     config = config or {}
     vision, text = config.get("vision_config") or {}, config.get("text_config") or {}
-    if vision.get("model_type", "wvlp_efficientnet_lite") in ("wvlp_efficientnet_lite", "efficientnet_lite") or "variant" in vision:
+    if (
+        vision.get("model_type", "wvlp_efficientnet_lite") in ("wvlp_efficientnet_lite", "efficientnet_lite")
+        or "variant" in vision
+    ):
         vision_tower = f"EfficientNet-{str(vision.get('variant', 'lite0')).capitalize()} (ImageNet-1k initialisation)"
     else:
         vision_tower = f"transformers `{vision.get('model_type')}` backbone"

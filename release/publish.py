@@ -40,8 +40,17 @@ from typing import Any
 import yaml
 
 from wvlp.common.errors import UserInputError
-from wvlp.common.safe_io import MARKER, RELEASE, STAGING, UnsafeOutputError, check_outside, check_writable, claim_dir
-from wvlp.common.safe_io import remove_dir, replace_dir
+from wvlp.common.safe_io import (
+    MARKER,
+    RELEASE,
+    STAGING,
+    UnsafeOutputError,
+    check_outside,
+    check_writable,
+    claim_dir,
+    remove_dir,
+    replace_dir,
+)
 
 TOKEN_ENV = "HF_TOKEN"
 REPO_TYPES = ("dataset", "model", "space")  # upload order: a repo only refers to repos uploaded before it
@@ -49,9 +58,19 @@ SPACE_CONFIG_FILE = "wvlp_space.json"  # tells the Space app which model and dat
 _SKIP = {"__pycache__", ".cache", ".gradio", ".ipynb_checkpoints", ".git"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 _WEIGHT_SHARD = re.compile(r"^model-\d{5}-of-\d{5}\.safetensors$")
-_MODEL_FILES = {"model.safetensors", "model.safetensors.index.json", "config.json", "generation_config.json",
-                "processor_config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json",
-                "special_tokens_map.json", "vocab.txt", "README.md"}  # fmt: skip
+_MODEL_FILES = {
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "config.json",
+    "generation_config.json",
+    "processor_config.json",
+    "preprocessor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "README.md",
+}
 _CODE_CONFIGS = ("config.json", "processor_config.json", "preprocessor_config.json", "tokenizer_config.json")
 _DATASET_FILES = {"README.md", "stats.json"}  # plus data/**/*.parquet
 _SECRETS = (".env", ".env.*", "*.pem", "id_rsa*", "*token*")  # fnmatch patterns of lower-cased file names
@@ -115,8 +134,10 @@ class ReleasePlan:
         for kind in REPO_TYPES:
             folder = self.folders[kind]
             sizes = [(name, (folder / name).stat().st_size) for name in self.files[kind]]
-            lines.append(f"{kind} repo {self.repos[kind]} <- {folder} ({len(sizes)} files, "
-                         f"{sum(s for _, s in sizes) / 1e6:.2f} MB)")
+            lines.append(
+                f"{kind} repo {self.repos[kind]} <- {folder} ({len(sizes)} files, "
+                f"{sum(s for _, s in sizes) / 1e6:.2f} MB)"
+            )
             lines += [f"    {name} ({size:,} bytes)" for name, size in sizes]
             if kind in self.checks:
                 lines.append(f"    check: {self.checks[kind]}")
@@ -161,8 +182,10 @@ def _allow_listed(what: str, folder: Path, allowed: Callable[[str], bool], holds
     files = _files(folder)
     refused = [name for name in files if not allowed(name)]
     if refused:
-        raise PublishError(f"{what} {folder} holds files a release does not publish: {', '.join(refused)}; a release "
-                           f"holds only {holds}: move the others out of {folder} and rerun")
+        raise PublishError(
+            f"{what} {folder} holds files a release does not publish: {', '.join(refused)}; a release "
+            f"holds only {holds}: move the others out of {folder} and rerun"
+        )
     return files
 
 
@@ -217,8 +240,12 @@ def _auto_map_modules(data: Any) -> set[str]:
 
 def remote_code_files(folder: Path) -> set[str]:
     """The `*.py` files the folder's auto_maps name, plus the sibling modules they import (relatively), in turn."""
-    pending = [(module, f"the auto_map of {name}") for name in _CODE_CONFIGS if (folder / name).is_file()
-               for module in sorted(_auto_map_modules(_read_json(folder / name)))]  # fmt: skip
+    pending = [
+        (module, f"the auto_map of {name}")
+        for name in _CODE_CONFIGS
+        if (folder / name).is_file()
+        for module in sorted(_auto_map_modules(_read_json(folder / name)))
+    ]
     found: set[str] = set()
     while pending:
         module, referrer = pending.pop()
@@ -244,22 +271,36 @@ def model_release_files(folder: Path) -> list[str]:
     shards = {n for n in names if _WEIGHT_SHARD.match(n)}
     for needed in ("model.safetensors", "configuration_wvlp.py", "modeling_wvlp.py", "processor_config.json"):
         if needed not in names and not (needed == "model.safetensors" and shards):
-            raise PublishError(f"--model {folder}: {needed} is missing (save with WVLPModel.save_pretrained and "
-                               "WVLPProcessor.save_pretrained into the same folder)")
+            raise PublishError(
+                f"--model {folder}: {needed} is missing (save with WVLPModel.save_pretrained and "
+                "WVLPProcessor.save_pretrained into the same folder)"
+            )
     if shards and "model.safetensors.index.json" not in names:
         raise PublishError(f"--model {folder}: model.safetensors.index.json is missing (sharded weights need it)")
     if not {"tokenizer.json", "vocab.txt"} & names:
         # Without them the processor falls back to a placeholder vocabulary and the model evaluates at chance.
-        raise PublishError(f"--model {folder}: tokenizer.json is missing (and there is no vocab.txt); save the "
-                           "processor with WVLPProcessor.save_pretrained into the model folder")
+        raise PublishError(
+            f"--model {folder}: tokenizer.json is missing (and there is no vocab.txt); save the "
+            "processor with WVLPProcessor.save_pretrained into the model folder"
+        )
     code = remote_code_files(folder)
-    return _allow_listed("--model", folder, lambda n: n in _MODEL_FILES or n in code or bool(_WEIGHT_SHARD.match(n)),
-                         "safetensors weights, config.json, generation_config.json, the remote code its auto_map "
-                         f"names ({', '.join(sorted(code))}), processor/tokenizer files and README.md")
+    return _allow_listed(
+        "--model",
+        folder,
+        lambda n: n in _MODEL_FILES or n in code or bool(_WEIGHT_SHARD.match(n)),
+        "safetensors weights, config.json, generation_config.json, the remote code its auto_map "
+        f"names ({', '.join(sorted(code))}), processor/tokenizer files and README.md",
+    )
 
 
-def stage_model(model_dir: str | os.PathLike, target: Path, model_id: str, dataset_id: str, space_id: str,
-                eval_jsons: Sequence[str | os.PathLike] = ()) -> None:
+def stage_model(
+    model_dir: str | os.PathLike,
+    target: Path,
+    model_id: str,
+    dataset_id: str,
+    space_id: str,
+    eval_jsons: Sequence[str | os.PathLike] = (),
+) -> None:
     """Copies the model folder's allow-listed files into `target` and writes the rendered model card as README.md."""
     from wvlp.release.model_card import EvalFileError, render_model_card
 
@@ -267,8 +308,14 @@ def stage_model(model_dir: str | os.PathLike, target: Path, model_id: str, datas
     config = _read_json(folder / "config.json")
     _copy_files(folder, target, [n for n in model_release_files(folder) if n != "README.md"])
     try:
-        card = render_model_card(list(eval_jsons), model_id=model_id, dataset_id=dataset_id, space_id=space_id,
-                                 model_config=config, training=_training_facts(run))
+        card = render_model_card(
+            list(eval_jsons),
+            model_id=model_id,
+            dataset_id=dataset_id,
+            space_id=space_id,
+            model_config=config,
+            training=_training_facts(run),
+        )
     except EvalFileError as err:
         raise PublishError(f"--eval: {err}") from err
     card.save(target / "README.md")
@@ -279,9 +326,12 @@ def stage_dataset(dataset_dir: str | os.PathLike, target: Path) -> None:
     folder = Path(dataset_dir)
     if not (folder / "README.md").is_file() or not list(folder.rglob("*.parquet")):
         raise PublishError(f"--dataset {folder}: expected a `wvlp describe` corpus (README.md + parquet shards)")
-    names = _allow_listed("--dataset", folder,
-                          lambda n: n in _DATASET_FILES or (n.startswith("data/") and n.endswith(".parquet")),
-                          "README.md, stats.json and data/**/*.parquet")  # fmt: skip
+    names = _allow_listed(
+        "--dataset",
+        folder,
+        lambda n: n in _DATASET_FILES or (n.startswith("data/") and n.endswith(".parquet")),
+        "README.md, stats.json and data/**/*.parquet",
+    )
     _copy_files(folder, target, names)
 
 
@@ -294,9 +344,12 @@ def stage_space(space_dir: str | os.PathLike, target: Path, model_id: str, datas
         if not (folder / needed).is_file():
             raise PublishError(f"--space {folder}: {needed} is missing")
     card = _load_card(SpaceCard, folder / "README.md")
-    names = _allow_listed("--space", folder,
-                          lambda n: not any(fnmatch.fnmatch(Path(n).name.lower(), p) for p in _SECRETS),
-                          "the app, its code and assets, never secrets (" + ", ".join(_SECRETS) + ")")  # fmt: skip
+    names = _allow_listed(
+        "--space",
+        folder,
+        lambda n: not any(fnmatch.fnmatch(Path(n).name.lower(), p) for p in _SECRETS),
+        "the app, its code and assets, never secrets (" + ", ".join(_SECRETS) + ")",
+    )
     _copy_files(folder, target, names)
     card.data.models = [model_id]
     card.data.datasets = [dataset_id]
@@ -310,16 +363,29 @@ def check_model_folder(folder: Path, timeout_s: float = 300) -> str:
         script = Path(tmp) / "check.py"
         script.write_text(_MODEL_CHECK)
         # An empty cwd and HOME and no PYTHONPATH: only the venv's packages and the staged folder are visible.
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": tmp, "HF_HUB_OFFLINE": "1",
-               "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}  # fmt: skip
-        proc = subprocess.run([sys.executable, str(script), str(folder.resolve()), str(MIN_VOCAB)], cwd=tmp,
-                              env=env, capture_output=True, text=True, timeout=timeout_s)  # fmt: skip
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": tmp,
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "OMP_NUM_THREADS": "1",
+        }
+        proc = subprocess.run(
+            [sys.executable, str(script), str(folder.resolve()), str(MIN_VOCAB)],
+            cwd=tmp,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
     if proc.returncode == 3:
         problem = proc.stderr.strip().splitlines()[-1]  # after the loaders' progress bars
         raise PublishError(f"the staged model {folder} loads but would evaluate at chance: {problem}")
     if proc.returncode != 0:
-        raise PublishError(f"the staged model {folder} does not load with trust_remote_code in a fresh process:\n"
-                           f"{proc.stderr.strip()[-3000:]}")
+        raise PublishError(
+            f"the staged model {folder} does not load with trust_remote_code in a fresh process:\n"
+            f"{proc.stderr.strip()[-3000:]}"
+        )
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     return f"AutoModel + AutoProcessor load with trust_remote_code in a fresh process ({result['class']})"
 
@@ -348,9 +414,15 @@ def check_model_card(folder: Path, model_id: str) -> str:
 
     card = _load_card(ModelCard, folder / "README.md")
     data = card.data.to_dict()
-    problems = [f"{key} is {data.get(key)!r}" for key, value in
-                (("license", "apache-2.0"), ("library_name", "transformers"),
-                 ("pipeline_tag", "zero-shot-image-classification")) if data.get(key) != value]  # fmt: skip
+    problems = [
+        f"{key} is {data.get(key)!r}"
+        for key, value in (
+            ("license", "apache-2.0"),
+            ("library_name", "transformers"),
+            ("pipeline_tag", "zero-shot-image-classification"),
+        )
+        if data.get(key) != value
+    ]
     if "custom_code" not in (data.get("tags") or []):
         problems.append("tags lack custom_code")
     if problems:
@@ -368,10 +440,16 @@ def check_space_folder(folder: Path, model_id: str, dataset_id: str) -> str:
         header = yaml.safe_load(match.group(1))
     except yaml.YAMLError as err:
         raise PublishError(f"{folder / 'README.md'}: the YAML header does not parse: {err}") from err
-    problems = [f"{key}={header.get(key)!r}" for key, ok in
-                (("sdk", header.get("sdk") == "gradio"), ("app_file", (folder / str(header.get("app_file"))).is_file()),
-                 ("models", header.get("models") == [model_id]),
-                 ("datasets", header.get("datasets") == [dataset_id])) if not ok]  # fmt: skip
+    problems = [
+        f"{key}={header.get(key)!r}"
+        for key, ok in (
+            ("sdk", header.get("sdk") == "gradio"),
+            ("app_file", (folder / str(header.get("app_file"))).is_file()),
+            ("models", header.get("models") == [model_id]),
+            ("datasets", header.get("datasets") == [dataset_id]),
+        )
+        if not ok
+    ]
     if problems:
         raise PublishError(f"the Space README {folder / 'README.md'} is wrong: " + ", ".join(problems))
     app = folder / header["app_file"]
@@ -387,8 +465,10 @@ def repo_ids(org: str, model_name: str, dataset_name: str, space_name: str) -> d
     names = {"model": model_name, "dataset": dataset_name, "space": space_name}
     for label, value in {"org": org, **names}.items():
         if not value or not _NAME.match(value) or "--" in value or ".." in value:
-            raise PublishError(f"--{label if label == 'org' else label + '-name'} {value!r} is not a valid Hub name "
-                               "(letters, digits, '-', '_', '.'; at most 96 characters)")
+            raise PublishError(
+                f"--{label if label == 'org' else label + '-name'} {value!r} is not a valid Hub name "
+                "(letters, digits, '-', '_', '.'; at most 96 characters)"
+            )
     return {kind: f"{org}/{name}" for kind, name in names.items()}
 
 
@@ -396,8 +476,10 @@ def _check_apart(staging: Path, sources: dict[str, Path], scratch: Sequence[Path
     """Refuses a staging inside an input (it would be copied into itself) and an input inside a scratch folder."""
     for kind, source in sources.items():
         if source.resolve() == staging.resolve() or source.resolve() in staging.resolve().parents:
-            raise PublishError(f"--staging {staging} is or lies inside --{kind} {source}: the release would be "
-                               f"staged into its own input; choose a --staging outside it")
+            raise PublishError(
+                f"--staging {staging} is or lies inside --{kind} {source}: the release would be "
+                f"staged into its own input; choose a --staging outside it"
+            )
         for folder in scratch:
             check_outside(source, folder, f"--{kind}", "the scratch folder")
 
@@ -410,14 +492,21 @@ def _check_carried(staging: Path, partial: Path, sources: dict[str, Path]) -> No
         replacement = partial / source.resolve().relative_to(staging.resolve())
         lost = [n for n in _files(source, everything=True) if not (replacement / n).is_file()]
         if lost:
-            raise PublishError(f"--{kind} {source} lies inside --staging {staging}, which is replaced, and holds files "
-                               f"the release does not carry: {', '.join(lost)}; move them out or copy the folder "
-                               "elsewhere and publish from there")
+            raise PublishError(
+                f"--{kind} {source} lies inside --staging {staging}, which is replaced, and holds files "
+                f"the release does not carry: {', '.join(lost)}; move them out or copy the folder "
+                "elsewhere and publish from there"
+            )
 
 
-def stage_release(model_dir: str | os.PathLike, dataset_dir: str | os.PathLike, space_dir: str | os.PathLike,
-                  repos: dict[str, str], staging: str | os.PathLike,
-                  eval_jsons: Sequence[str | os.PathLike] = ()) -> ReleasePlan:
+def stage_release(
+    model_dir: str | os.PathLike,
+    dataset_dir: str | os.PathLike,
+    space_dir: str | os.PathLike,
+    repos: dict[str, str],
+    staging: str | os.PathLike,
+    eval_jsons: Sequence[str | os.PathLike] = (),
+) -> ReleasePlan:
     """Stages the three folders in `<staging>.partial` and swaps it in for a previous staging (any other is refused).
 
     Inputs may lie inside the previous staging: they are read in full before it is replaced, and the swap is
@@ -486,11 +575,17 @@ def upload_release(plan: ReleasePlan, api: Any, private: bool = False, token: st
         try:
             api.create_repo(repo_id, repo_type=kind, private=private, exist_ok=True, **extra)
         except Exception as err:
-            raise PublishError(f"creating {kind} repo {repo_id} failed: {_redact(str(err), token)}; nothing was "
-                               f"uploaded to it. Fix the cause and rerun the same command.") from None
+            raise PublishError(
+                f"creating {kind} repo {repo_id} failed: {_redact(str(err), token)}; nothing was "
+                f"uploaded to it. Fix the cause and rerun the same command."
+            ) from None
         try:
-            info = api.upload_folder(repo_id=repo_id, repo_type=kind, folder_path=str(folder),
-                                     commit_message=f"wvlp release: {kind} ({len(plan.files[kind])} files)")  # fmt: skip
+            info = api.upload_folder(
+                repo_id=repo_id,
+                repo_type=kind,
+                folder_path=str(folder),
+                commit_message=f"wvlp release: {kind} ({len(plan.files[kind])} files)",
+            )
         except Exception as err:
             missing = _missing_files(api, repo_id, kind, plan.files[kind])
             raise PublishError(
@@ -513,10 +608,21 @@ def _missing_files(api: Any, repo_id: str, kind: str, files: list[str]) -> list[
     return [name for name in files if name not in present] or files
 
 
-def publish(model_dir: str | os.PathLike, dataset_dir: str | os.PathLike, space_dir: str | os.PathLike, org: str, *,
-            eval_jsons: Sequence[str | os.PathLike] = (), private: bool = False, dry_run: bool = False,
-            staging: str | os.PathLike = "out/release", model_name: str = "wvlp",
-            dataset_name: str = "wvlp-descriptions", space_name: str = "wvlp-demo", api: Any = None) -> ReleasePlan:
+def publish(
+    model_dir: str | os.PathLike,
+    dataset_dir: str | os.PathLike,
+    space_dir: str | os.PathLike,
+    org: str,
+    *,
+    eval_jsons: Sequence[str | os.PathLike] = (),
+    private: bool = False,
+    dry_run: bool = False,
+    staging: str | os.PathLike = "out/release",
+    model_name: str = "wvlp",
+    dataset_name: str = "wvlp-descriptions",
+    space_name: str = "wvlp-demo",
+    api: Any = None,
+) -> ReleasePlan:
     """Stage, validate and (unless `dry_run`) upload a release; `api` defaults to `HfApi(token=$HF_TOKEN)`."""
     repos = repo_ids(org, model_name, dataset_name, space_name)
     token = os.environ.get(TOKEN_ENV) or None
@@ -555,10 +661,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_from_args(args: argparse.Namespace) -> ReleasePlan:
     """`wvlp publish` with parsed arguments (the CLI turns a `PublishError` into its one-line message and status 2)."""
-    return publish(args.model, args.dataset, args.space, args.org, eval_jsons=args.eval, private=args.private,
-                   dry_run=args.dry_run, staging=args.staging, model_name=args.model_name,
-                   dataset_name=args.dataset_name, space_name=args.space_name)  # fmt: skip
+    return publish(
+        args.model,
+        args.dataset,
+        args.space,
+        args.org,
+        eval_jsons=args.eval,
+        private=args.private,
+        dry_run=args.dry_run,
+        staging=args.staging,
+        model_name=args.model_name,
+        dataset_name=args.dataset_name,
+        space_name=args.space_name,
+    )
 
 
-__all__ = ["PublishError", "ReleasePlan", "add_arguments", "publish", "run_from_args", "stage_release",
-           "upload_release", "validate_release"]  # fmt: skip
+__all__ = [
+    "PublishError",
+    "ReleasePlan",
+    "add_arguments",
+    "publish",
+    "run_from_args",
+    "stage_release",
+    "upload_release",
+    "validate_release",
+]

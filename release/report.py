@@ -16,19 +16,29 @@ def summary_rows(train_metrics: dict, evals: Sequence[dict]) -> list[tuple[str, 
     """(metric, value) rows of the final table, from the training metrics and the `wvlp-eval/1` records."""
     before = train_metrics.get("zero_shot_before", {}).get("zero_shot_top1")
     after = train_metrics.get("zero_shot_after", {}).get("zero_shot_top1")
-    rows = [("zero-shot top-1, eval subset of training: before -> after",
-             f"{_pct(before)} -> {_pct(after)} ({100 * (after - before):+.1f} points)" if None not in (before, after)
-             else "-")]
+    rows = [
+        (
+            "zero-shot top-1, eval subset of training: before -> after",
+            f"{_pct(before)} -> {_pct(after)} ({100 * (after - before):+.1f} points)"
+            if None not in (before, after)
+            else "-",
+        )
+    ]
     for record in evals:
         metrics, images = record["metrics"], record["data"]["num_images"]
         if "zero_shot" in metrics:
             zs = metrics["zero_shot"]
-            rows.append((f"zero-shot top-1 / top-5, class-name prompts ({images} test images)",
-                         f"{_pct(zs['top1'])} / {_pct(zs['top5'])}"))
+            rows.append(
+                (
+                    f"zero-shot top-1 / top-5, class-name prompts ({images} test images)",
+                    f"{_pct(zs['top1'])} / {_pct(zs['top5'])}",
+                )
+            )
         if "zero_shot_descriptions" in metrics:
             zs = metrics["zero_shot_descriptions"]
-            rows.append(("zero-shot top-1 / top-5, held-out description ensembles",
-                         f"{_pct(zs['top1'])} / {_pct(zs['top5'])}"))
+            rows.append(
+                ("zero-shot top-1 / top-5, held-out description ensembles", f"{_pct(zs['top1'])} / {_pct(zs['top5'])}")
+            )
         if "linear_probe" in metrics:
             probe = metrics["linear_probe"]
             rows.append((f"linear probe top-1 ({probe['train_samples']} train images)", _pct(probe["top1"])))
@@ -38,10 +48,15 @@ def summary_rows(train_metrics: dict, evals: Sequence[dict]) -> list[tuple[str, 
                 if stage in ret:
                     r = ret[stage]
                     label = "ITC" if stage == "itc" else f"ITC + ITM re-rank (k={ret['itm_k']})"
-                    rows.append((f"text->image R@1/5/10, {label} ({images} images)",
-                                 " / ".join(_pct(r[f"t2i_r{k}"]) for k in (1, 5, 10))))
-                    rows.append((f"image->text R@1/5/10, {label}",
-                                 " / ".join(_pct(r[f"i2t_r{k}"]) for k in (1, 5, 10))))
+                    rows.append(
+                        (
+                            f"text->image R@1/5/10, {label} ({images} images)",
+                            " / ".join(_pct(r[f"t2i_r{k}"]) for k in (1, 5, 10)),
+                        )
+                    )
+                    rows.append(
+                        (f"image->text R@1/5/10, {label}", " / ".join(_pct(r[f"i2t_r{k}"]) for k in (1, 5, 10)))
+                    )
     return rows
 
 
@@ -52,8 +67,15 @@ def format_table(rows: Sequence[tuple[str, str]], header: tuple[str, str] = ("me
     return "\n".join([*lines, *(f"| {name.ljust(width)} | {value} |" for name, value in rows)])
 
 
-def write_report(report_dir: Path, run_dir: Path, train_metrics: dict, eval_jsons: Sequence[Path],
-                 timings: dict[str, float], scale: str, release_dir: Path | None = None) -> dict:
+def write_report(
+    report_dir: Path,
+    run_dir: Path,
+    train_metrics: dict,
+    eval_jsons: Sequence[Path],
+    timings: dict[str, float],
+    scale: str,
+    release_dir: Path | None = None,
+) -> dict:
     """Writes `report.md` and its PNGs, prints the summary table, and returns the summary."""
     report_dir.mkdir(parents=True, exist_ok=True)
     evals = [json.loads(Path(p).read_text()) for p in eval_jsons]
@@ -61,8 +83,10 @@ def write_report(report_dir: Path, run_dir: Path, train_metrics: dict, eval_json
     for png in sorted((run_dir / "plots").glob("*.png")):
         figures.append(("loss curve: " + png.stem, shutil.copy(png, report_dir / f"loss_{png.name}")))
     for path in eval_jsons:
-        for kind, title in (("confusion", "confusion matrix (zero-shot, test)"),
-                            ("retrieval_examples", "retrieval examples: query text and its top-5 images")):
+        for kind, title in (
+            ("confusion", "confusion matrix (zero-shot, test)"),
+            ("retrieval_examples", "retrieval examples: query text and its top-5 images"),
+        ):
             png = Path(path).with_suffix("").with_name(f"{Path(path).stem}.{kind}.png")
             if png.is_file():
                 figures.append((title, shutil.copy(png, report_dir / png.name)))
@@ -72,21 +96,30 @@ def write_report(report_dir: Path, run_dir: Path, train_metrics: dict, eval_json
     timing_rows.append(("total", f"{sum(timings.values()):.0f} s"))
     timing_table = format_table(timing_rows, header=("stage", "wall time"))
     commands = "\n".join(f"    {record['command']}" for record in evals)
-    text = "\n\n".join([
-        f"# wvlp demo report ({scale} scale)",
-        "Weakly supervised pre-training on Fashion-MNIST: the only supervision is the class label; the text side is "
-        "SmolLM2-135M-Instruct descriptions of each label (nine prompts) plus retrieved WordNet/CuPL knowledge. "
-        "Retrieval queries are held-out descriptions the model never trained on; a hit is any image of the "
-        "query's class.",
-        "## Results\n\n" + table,
-        "## Time per stage\n\n" + timing_table,
-        "## Reproduce\n\n    wvlp demo" + (" --scale ci" if scale != "full" else "") + "\n\nEvaluation commands:\n\n"
-        + commands,
-        *(f"## {title}\n\n![{title}]({Path(png).name})" for title, png in figures),
-        f"Release folders (validated, not uploaded): `{release_dir}`" if release_dir else "",
-    ])
+    text = "\n\n".join(
+        [
+            f"# wvlp demo report ({scale} scale)",
+            "Weakly supervised pre-training on Fashion-MNIST: the only supervision is the class label; the text side is "
+            "SmolLM2-135M-Instruct descriptions of each label (nine prompts) plus retrieved WordNet/CuPL knowledge. "
+            "Retrieval queries are held-out descriptions the model never trained on; a hit is any image of the "
+            "query's class.",
+            "## Results\n\n" + table,
+            "## Time per stage\n\n" + timing_table,
+            "## Reproduce\n\n    wvlp demo"
+            + (" --scale ci" if scale != "full" else "")
+            + "\n\nEvaluation commands:\n\n"
+            + commands,
+            *(f"## {title}\n\n![{title}]({Path(png).name})" for title, png in figures),
+            f"Release folders (validated, not uploaded): `{release_dir}`" if release_dir else "",
+        ]
+    )
     (report_dir / "report.md").write_text(text.rstrip() + "\n")
     print("\n" + table + "\n\n" + timing_table)
     print(f"\nreport: {report_dir / 'report.md'}")
-    return {"scale": scale, "rows": dict(rows), "timings_s": timings, "report": str(report_dir / "report.md"),
-            "release": str(release_dir) if release_dir else None}
+    return {
+        "scale": scale,
+        "rows": dict(rows),
+        "timings_s": timings,
+        "report": str(report_dir / "report.md"),
+        "release": str(release_dir) if release_dir else None,
+    }

@@ -112,8 +112,10 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
 
 def _too_many_pixels(name: str, file_name: str, width: int, height: int) -> InputError:
     """The error of an image whose header declares more than `MAX_PIXELS` pixels."""
-    return InputError(f"{name}: {file_name} is {width}x{height} = {width * height:,} pixels: too many pixels "
-                      f"(the limit is {MAX_PIXELS:,})")
+    return InputError(
+        f"{name}: {file_name} is {width}x{height} = {width * height:,} pixels: too many pixels "
+        f"(the limit is {MAX_PIXELS:,})"
+    )
 
 
 def _not_an_image(name: str, path: Path, file_name: str) -> InputError:
@@ -138,18 +140,22 @@ def _open_image_file(path: Path, name: str, file_name: str) -> Image.Image:
     if not path.is_file():
         raise InputError(f"{name}: file {file_name} does not exist")
     if path.suffix.lower() not in IMAGE_SUFFIXES:
-        raise InputError(f"{name}: {file_name}: {path.suffix or 'no extension'} is not an image type "
-                         f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise InputError(
+            f"{name}: {file_name}: {path.suffix or 'no extension'} is not an image type "
+            f"({', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
     size = path.stat().st_size
     if size > MAX_UPLOAD_BYTES:
-        raise InputError(f"{name}: {file_name} is {size / 2**20:.1f} MB, over the "
-                         f"{MAX_UPLOAD_BYTES / 2**20:.0f} MB limit")
+        raise InputError(
+            f"{name}: {file_name} is {size / 2**20:.1f} MB, over the {MAX_UPLOAD_BYTES / 2**20:.0f} MB limit"
+        )
     try:
         # `formats` keeps PIL to the raster formats above (no EPS through Ghostscript, no exotic plugins).
         pil = Image.open(path, formats=SUPPORTED_FORMATS)  # lazy: reads the header only
     except Image.DecompressionBombError as err:
-        raise InputError(f"{name}: {file_name} has too many pixels to decode safely ({err}; "
-                         f"the limit is {MAX_PIXELS:,})") from None
+        raise InputError(
+            f"{name}: {file_name} has too many pixels to decode safely ({err}; the limit is {MAX_PIXELS:,})"
+        ) from None
     except UnidentifiedImageError:
         raise _not_an_image(name, path, file_name) from None
     except OSError as err:
@@ -254,7 +260,9 @@ def _gallery_from_dataset(dataset_id: str, size: int) -> Gallery:
     split = datasets.load_dataset(dataset_id, "images", split="test")
     split = split.select(range(min(size, len(split))))
     names = split.features["label"].names
-    images = [np.asarray(image.convert("RGB") if image.mode not in ("L", "RGB") else image) for image in split["image"]]
+    images = [
+        np.asarray(image.convert("RGB") if image.mode not in ("L", "RGB") else image) for image in split["image"]
+    ]
     return Gallery(images, [names[i] for i in split["label"]], f"dataset {dataset_id} (test)")
 
 
@@ -317,8 +325,13 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 class WVLPDemo:
     """The model, processor, gallery and LLM backend behind the four tabs; each tab is one method."""
 
-    def __init__(self, model_id: str | None = None, gallery: Gallery | None = None, llm_spec: dict | None = None,
-                 embedding_cache: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        model_id: str | None = None,
+        gallery: Gallery | None = None,
+        llm_spec: dict | None = None,
+        embedding_cache: str | os.PathLike | None = None,
+    ):
         from transformers import AutoModel, AutoProcessor
 
         self.model_id = model_id or default_model_id()
@@ -326,7 +339,9 @@ class WVLPDemo:
         self.processor = AutoProcessor.from_pretrained(self.model_id, trust_remote_code=True)
         self.fingerprint = model_fingerprint(self.model)
         self.gallery = gallery if gallery is not None else load_gallery()
-        self.llm_spec = llm_spec if llm_spec is not None else json.loads(os.environ.get("WVLP_LLM") or '{"type": "local"}')
+        self.llm_spec = (
+            llm_spec if llm_spec is not None else json.loads(os.environ.get("WVLP_LLM") or '{"type": "local"}')
+        )
         self.cache = Path(embedding_cache) if embedding_cache is not None else cache_dir()
         self._gallery_embeddings: torch.Tensor | None = None
         self._gallery_lock = threading.Lock()  # concurrent first searches compute and write the cache once
@@ -368,8 +383,12 @@ class WVLPDemo:
             # weights_only: a cache file is data; a pickled object in it is refused, never run.
             value = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # truncated, garbage, foreign pickle: every failure means "rebuild"
-            logger.warning("gallery embedding cache %s is unreadable (%s: %s); rebuilding it",
-                           path, type(err).__name__, str(err).partition("\n")[0])
+            logger.warning(
+                "gallery embedding cache %s is unreadable (%s: %s); rebuilding it",
+                path,
+                type(err).__name__,
+                str(err).partition("\n")[0],
+            )
             return None
         rows, dim = len(self.gallery.images), getattr(self.model.config, "embed_dim", None)
         if not isinstance(value, torch.Tensor):
@@ -401,8 +420,10 @@ class WVLPDemo:
         k = max(1, min(int(k), len(self.gallery.images)))
         scores = self.gallery_embeddings() @ self._text_embeddings([query])[0]
         top = scores.topk(k)
-        return [(_thumbnail(self.gallery.images[i]), f"{self.gallery.captions[i]} · {s:.3f}")
-                for s, i in zip(top.values.tolist(), top.indices.tolist())]  # fmt: skip
+        return [
+            (_thumbnail(self.gallery.images[i]), f"{self.gallery.captions[i]} · {s:.3f}")
+            for s, i in zip(top.values.tolist(), top.indices.tolist())
+        ]
 
     def thumbnail_folder(self) -> Path:
         """A private temp folder of this demo's thumbnail files (Gradio serves files from the temp dir)."""
@@ -453,17 +474,27 @@ class WVLPDemo:
             try:
                 self._backend = build_backend(self.llm_spec)
             except Exception as err:
-                raise InputError(f"the description LLM ({self.llm_spec.get('type')}) is not available: {err}") from None
+                raise InputError(
+                    f"the description LLM ({self.llm_spec.get('type')}) is not available: {err}"
+                ) from None
         cls = ClassInfo(label=0, class_id=label, name=label, prompt_name=label)
         templates = load_prompts()[:n]
-        requests = [GenerationRequest(key=t.id, messages=render(t, cls), max_new_tokens=max_new_tokens,
-                                      temperature=0.7, seed=i) for i, t in enumerate(templates)]  # fmt: skip
+        requests = [
+            GenerationRequest(
+                key=t.id, messages=render(t, cls), max_new_tokens=max_new_tokens, temperature=0.7, seed=i
+            )
+            for i, t in enumerate(templates)
+        ]
         results = {}
         self._backend.generate(requests, lambda result: results.__setitem__(result.key, result))
         lines = []
         for template in templates:
             result = results.get(template.id)
-            text = result.text.strip() if result and result.text else f"_(failed: {result.error if result else 'no answer'})_"
+            text = (
+                result.text.strip()
+                if result and result.text
+                else f"_(failed: {result.error if result else 'no answer'})_"
+            )
             lines.append(f"- **{template.aspect}**: {text}")
         return f"Descriptions of **{label}** ({getattr(self._backend, 'name', 'LLM')}):\n\n" + "\n".join(lines)
 
@@ -474,19 +505,26 @@ class WVLPDemo:
                 from transformers import AutoModelForCausalLM, AutoTokenizer
 
                 name = os.environ.get("WVLP_LLM_MODEL", FALLBACK_LLM)
-                self._backend = (AutoTokenizer.from_pretrained(name), AutoModelForCausalLM.from_pretrained(name).eval())
+                self._backend = (
+                    AutoTokenizer.from_pretrained(name),
+                    AutoModelForCausalLM.from_pretrained(name).eval(),
+                )
             tokenizer, lm = self._backend
         except Exception as err:
-            raise InputError(f"no description LLM available here ({err}); install the wvlp project or set "
-                             "WVLP_LLM_MODEL to a chat model") from None
+            raise InputError(
+                f"no description LLM available here ({err}); install the wvlp project or set "
+                "WVLP_LLM_MODEL to a chat model"
+            ) from None
         messages = [{"role": "user", "content": f"Describe what a {label} looks like in a photo, in one sentence."}]
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        ids = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
         outputs = []
         with torch.inference_mode():
             for seed in range(n):
                 torch.manual_seed(seed)
                 out = lm.generate(**ids, max_new_tokens=max_new_tokens, do_sample=True, temperature=0.7)
-                outputs.append(tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip())
+                outputs.append(tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip())
         return f"Descriptions of **{label}**:\n\n" + "\n".join(f"- {text}" for text in outputs)
 
     @torch.inference_mode()
@@ -531,22 +569,32 @@ def build_ui(demo: WVLPDemo):
     model = {"concurrency_limit": concurrency_limit(), "concurrency_id": "model"}
     upload = {**model, "preprocess": False}
     with gr.Blocks(title="WVLP demo") as blocks:
-        gr.Markdown(f"# WVLP: vision-language pre-training without captions\nModel `{demo.model_id}` · gallery: "
-                    f"{len(demo.gallery.images)} images from {demo.gallery.source}")
+        gr.Markdown(
+            f"# WVLP: vision-language pre-training without captions\nModel `{demo.model_id}` · gallery: "
+            f"{len(demo.gallery.images)} images from {demo.gallery.source}"
+        )
         with gr.Tab("Text → image search", id="search"):
             with gr.Row():
                 query = gr.Textbox(label="Search text", value="a sneaker", elem_id="search-query", scale=4)
                 k = gr.Slider(1, 32, value=8, step=1, label="Top k", elem_id="search-k")
             search_button = gr.Button("Search", variant="primary", elem_id="search-button")
-            gallery = gr.Gallery(label="Results (cosine similarity)", columns=8, height="auto", elem_id="search-gallery")
+            gallery = gr.Gallery(
+                label="Results (cosine similarity)", columns=8, height="auto", elem_id="search-gallery"
+            )
             search_button.click(ui(demo.search_files), [query, k], gallery, api_name="search", **model)
             query.submit(ui(demo.search_files), [query, k], gallery, api_visibility="private", **model)
         with gr.Tab("Zero-shot classification", id="zero-shot"):
             with gr.Row():
-                zs_image = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard"], elem_id="zs-image")
+                zs_image = gr.Image(
+                    type="filepath", label="Image", sources=["upload", "clipboard"], elem_id="zs-image"
+                )
                 with gr.Column():
-                    classes = gr.Textbox(label="Class names (comma-separated, editable)", value=DEFAULT_CLASSES,
-                                         lines=3, elem_id="zs-classes")
+                    classes = gr.Textbox(
+                        label="Class names (comma-separated, editable)",
+                        value=DEFAULT_CLASSES,
+                        lines=3,
+                        elem_id="zs-classes",
+                    )
                     zs_button = gr.Button("Classify", variant="primary", elem_id="zs-button")
             probabilities = gr.Label(num_top_classes=10, label="Probabilities", elem_id="zs-label")
             zs_button.click(ui(demo.zero_shot), [zs_image, classes], probabilities, api_name="zero_shot", **upload)
@@ -560,8 +608,11 @@ def build_ui(demo: WVLPDemo):
                     itc = gr.Number(label="ITC cosine similarity", elem_id="m-itc")
             m_button.click(ui(demo.match), [m_image, m_text], [itm, itc], api_name="match", **upload)
         with gr.Tab("Label → descriptions", id="describe"):
-            gr.Markdown("The descriptions that pre-training pairs with images are written by an LLM from the label "
-                        "alone. Try it:", elem_classes="wvlp-note")
+            gr.Markdown(
+                "The descriptions that pre-training pairs with images are written by an LLM from the label "
+                "alone. Try it:",
+                elem_classes="wvlp-note",
+            )
             with gr.Row():
                 label = gr.Textbox(label="Label", value="sneaker", elem_id="d-label", scale=3)
                 count = gr.Slider(1, 9, value=3, step=1, label="Descriptions")

@@ -17,10 +17,8 @@ packaged towers at 64 px; minutes on 2 CPU cores. `tiny=True` swaps in random ti
 import argparse
 import copy
 import json
-import sys
 import time
 from pathlib import Path
-
 
 import torch
 from transformers import AutoTokenizer
@@ -30,11 +28,19 @@ from wvlp.modeling import WVLPConfig, WVLPForPreTraining, WVLPImageProcessor, WV
 from wvlp.modeling.pretrained_assets import minilm_path
 from wvlp.train.config import ModelArgs
 from wvlp.train.pformer_run import PFormerCollator, build_pformer, load_frozen_language_model, sentence_perplexity
+
 from studies.study import seed_stats
 
 DEFAULT_CORPUS = "out/fashion-mnist/corpus"
-OFF = dict(itc_loss_weight=0.0, itm_loss_weight=0.0, mlm_loss_weight=0.0, imc_loss_weight=0.0,
-           knowledge_loss_weight=0.0, queue_size=0, momentum_distillation=False)
+OFF = dict(
+    itc_loss_weight=0.0,
+    itm_loss_weight=0.0,
+    mlm_loss_weight=0.0,
+    imc_loss_weight=0.0,
+    knowledge_loss_weight=0.0,
+    queue_size=0,
+    momentum_distillation=False,
+)
 
 
 def _synthetic_data(num_train: int, num_eval: int, image_size: int) -> dict:
@@ -48,10 +54,15 @@ def _synthetic_data(num_train: int, num_eval: int, image_size: int) -> dict:
 
     train_labels = [i % len(names) for i in range(num_train)]
     eval_labels = [i % len(names) for i in range(num_eval)]
-    return dict(names=names, train_pixels=images(train_labels), train_labels=train_labels,
-                descriptions={i: [f"a {n} seen from the front", f"a plain {n} on white"] for i, n in enumerate(names)},
-                eval_pixels=images(eval_labels), eval_labels=eval_labels,
-                eval_texts=[f"a {names[y]} photo" for y in eval_labels])
+    return dict(
+        names=names,
+        train_pixels=images(train_labels),
+        train_labels=train_labels,
+        descriptions={i: [f"a {n} seen from the front", f"a plain {n} on white"] for i, n in enumerate(names)},
+        eval_pixels=images(eval_labels),
+        eval_labels=eval_labels,
+        eval_texts=[f"a {names[y]} photo" for y in eval_labels],
+    )
 
 
 def _corpus_data(path: str, num_train: int, num_eval: int, image_size: int) -> dict:
@@ -80,13 +91,17 @@ def _corpus_data(path: str, num_train: int, num_eval: int, image_size: int) -> d
     return dict(
         names=images["train"].features["label"].names,
         train_pixels=processor(list(train_rows["image"]), return_tensors="pt")["pixel_values"],
-        train_labels=list(train_rows["label"]), descriptions=by_label,
-        eval_pixels=processor(list(eval_rows["image"]), return_tensors="pt")["pixel_values"], eval_texts=eval_texts,
+        train_labels=list(train_rows["label"]),
+        descriptions=by_label,
+        eval_pixels=processor(list(eval_rows["image"]), return_tensors="pt")["pixel_values"],
+        eval_texts=eval_texts,
         eval_labels=eval_labels,
     )
 
 
-def _vl_model(tiny: bool, image_size: int, vocab_size: int, bridge: dict, path: str | None = None) -> WVLPForPreTraining:
+def _vl_model(
+    tiny: bool, image_size: int, vocab_size: int, bridge: dict, path: str | None = None
+) -> WVLPForPreTraining:
     """The VL model whose bridge the arms train: a pre-trained `WVLPModel` folder, the packaged towers, or tiny."""
     if path:
         if not Path(path, "config.json").is_file():
@@ -94,10 +109,22 @@ def _vl_model(tiny: bool, image_size: int, vocab_size: int, bridge: dict, path: 
         config = WVLPConfig.from_pretrained(path, **OFF, **bridge)
         return WVLPForPreTraining.from_published(WVLPModel.from_pretrained(path, config=config))
     if tiny:
-        text = dict(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                    intermediate_size=64, max_position_embeddings=128)
-        config = WVLPConfig(vision_config=dict(variant="lite0", image_size=image_size), text_config=text,
-                            fusion_layer=1, embed_dim=16, **OFF, **bridge)
+        text = dict(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=128,
+        )
+        config = WVLPConfig(
+            vision_config=dict(variant="lite0", image_size=image_size),
+            text_config=text,
+            fusion_layer=1,
+            embed_dim=16,
+            **OFF,
+            **bridge,
+        )
         return WVLPForPreTraining(config)
     return build_default_model(image_size, for_pretraining=True, **OFF, **bridge)
 
@@ -140,14 +167,18 @@ def run_alignment_study(
     lm, lm_tokenizer, lm_path = load_frozen_language_model(language_model, text_tokenizer)
     prompt_dim = lm.get_input_embeddings().weight.shape[1]
     num_train = max(batch_size * 4, 32)
-    data = (_synthetic_data(num_train, num_eval, image_size) if tiny
-            else _corpus_data(corpus or DEFAULT_CORPUS, num_train, num_eval, image_size))
+    data = (
+        _synthetic_data(num_train, num_eval, image_size)
+        if tiny
+        else _corpus_data(corpus or DEFAULT_CORPUS, num_train, num_eval, image_size)
+    )
     collator = PFormerCollator(text_tokenizer, lm_tokenizer, max_length=32, lm_max_length=32)
 
     # Stage 0: one text-only P-Former on the training descriptions, frozen afterwards.
     torch.manual_seed(0)
-    pformer = build_pformer(ModelArgs(init="tiny" if tiny else "default", config={"num_prompts": num_prompts}),
-                            prompt_dim, lm_path).attach_language_model(lm)
+    pformer = build_pformer(
+        ModelArgs(init="tiny" if tiny else "default", config={"num_prompts": num_prompts}), prompt_dim, lm_path
+    ).attach_language_model(lm)
     sentences = [t for texts in data["descriptions"].values() for t in texts]
     optimizer = torch.optim.AdamW(pformer.parameters(), lr=1e-4 if not tiny else 1e-3, weight_decay=0.05)
     pformer.train()
@@ -162,14 +193,20 @@ def run_alignment_study(
     pformer_perplexity = sentence_perplexity(pformer, collator, sorted(set(data["eval_texts"])))
 
     eval_lm = collator.lm_tokens(data["eval_texts"])
-    bridge = dict(prompt_bridge=True, bridge_num_prompts=num_prompts, bridge_prompt_dim=prompt_dim,
-                  language_model_path=lm_path, generation_loss_weight=1.0)
+    bridge = dict(
+        prompt_bridge=True,
+        bridge_num_prompts=num_prompts,
+        bridge_prompt_dim=prompt_dim,
+        language_model_path=lm_path,
+        generation_loss_weight=1.0,
+    )
     arms = {"without_alignment": 0.0, **{f"alignment_w{w:g}": w for w in alignment_weights}}
     results = {name: {"heldout_perplexity": [], "describe_then_classify": []} for name in arms}
     for seed in seeds:
         torch.manual_seed(seed)
-        initial = _vl_model(tiny, image_size, len(text_tokenizer), {**bridge, "pformer_alignment_loss_weight": 0.0},
-                            vl_model)
+        initial = _vl_model(
+            tiny, image_size, len(text_tokenizer), {**bridge, "pformer_alignment_loss_weight": 0.0}, vl_model
+        )
         for arm, weight in arms.items():
             torch.manual_seed(seed)  # the same dropout draws in every arm, whatever ran before it
             model = copy.deepcopy(initial)
@@ -184,33 +221,70 @@ def run_alignment_study(
             for _ in range(steps):  # identical batches in both arms
                 rows = torch.randint(len(data["train_labels"]), (batch_size,), generator=g).tolist()
                 labels = [data["train_labels"][i] for i in rows]
-                texts = [data["descriptions"][y][int(torch.randint(len(data["descriptions"][y]), (1,), generator=g))]
-                         for y in labels]
+                texts = [
+                    data["descriptions"][y][int(torch.randint(len(data["descriptions"][y]), (1,), generator=g))]
+                    for y in labels
+                ]
                 batch = collator(texts)
-                out = model(pixel_values=data["train_pixels"][rows], input_ids=batch["input_ids"],
-                            attention_mask=batch["attention_mask"], category_ids=torch.tensor(labels),
-                            lm_input_ids=batch["lm_input_ids"], lm_attention_mask=batch["lm_attention_mask"])
+                out = model(
+                    pixel_values=data["train_pixels"][rows],
+                    input_ids=batch["input_ids"],
+                    attention_mask=batch["attention_mask"],
+                    category_ids=torch.tensor(labels),
+                    lm_input_ids=batch["lm_input_ids"],
+                    lm_attention_mask=batch["lm_attention_mask"],
+                )
                 optimizer.zero_grad()
                 out.loss.backward()
                 optimizer.step()
             results[arm]["heldout_perplexity"].append(
-                description_perplexity(model.wvlp, lm, data["eval_pixels"], *eval_lm, batch_size=16))
-            results[arm]["describe_then_classify"].append(describe_then_classify(
-                model.wvlp, lm, lm_tokenizer, text_tokenizer, data["eval_pixels"], data["eval_labels"], data["names"],
-                max_new_tokens=max_new_tokens)["accuracy"])
+                description_perplexity(model.wvlp, lm, data["eval_pixels"], *eval_lm, batch_size=16)
+            )
+            results[arm]["describe_then_classify"].append(
+                describe_then_classify(
+                    model.wvlp,
+                    lm,
+                    lm_tokenizer,
+                    text_tokenizer,
+                    data["eval_pixels"],
+                    data["eval_labels"],
+                    data["names"],
+                    max_new_tokens=max_new_tokens,
+                )["accuracy"]
+            )
             if seed == seeds[0]:
-                results[arm]["examples"] = generated_examples(model.wvlp, lm, lm_tokenizer, data["eval_pixels"],
-                                                              data["eval_labels"], data["names"], n=4,
-                                                              max_new_tokens=max_new_tokens)
+                results[arm]["examples"] = generated_examples(
+                    model.wvlp,
+                    lm,
+                    lm_tokenizer,
+                    data["eval_pixels"],
+                    data["eval_labels"],
+                    data["names"],
+                    n=4,
+                    max_new_tokens=max_new_tokens,
+                )
     report = {
-        "arms": {arm: {k: seed_stats(v) if k != "examples" else v for k, v in values.items()}
-                 for arm, values in results.items()},
+        "arms": {
+            arm: {k: seed_stats(v) if k != "examples" else v for k, v in values.items()}
+            for arm, values in results.items()
+        },
         "pformer_heldout_perplexity": pformer_perplexity,
         "seeds": list(seeds),
-        "settings": dict(corpus=None if tiny else (corpus or DEFAULT_CORPUS), language_model=language_model,
-                         steps=steps, pformer_steps=pformer_steps, batch_size=batch_size, num_eval=num_eval,
-                         num_prompts=num_prompts, alignment_weights=list(alignment_weights), learning_rate=learning_rate,
-                         image_size=image_size, tiny=tiny, vl_model=vl_model, max_new_tokens=max_new_tokens),
+        "settings": dict(
+            corpus=None if tiny else (corpus or DEFAULT_CORPUS),
+            language_model=language_model,
+            steps=steps,
+            pformer_steps=pformer_steps,
+            batch_size=batch_size,
+            num_eval=num_eval,
+            num_prompts=num_prompts,
+            alignment_weights=list(alignment_weights),
+            learning_rate=learning_rate,
+            image_size=image_size,
+            tiny=tiny,
+            vl_model=vl_model,
+            max_new_tokens=max_new_tokens,
+        ),
         "seconds": round(time.perf_counter() - started, 1),
     }
     if output:
@@ -232,9 +306,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--vl-model", default=None, help="a pre-trained WVLPModel folder (default: packaged towers)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    report = run_alignment_study(args.corpus, args.language_model, tuple(args.seeds), args.steps, args.pformer_steps,
-                                 alignment_weights=tuple(args.alignment_weights), tiny=args.tiny, vl_model=args.vl_model,
-                                 output=args.out)
+    report = run_alignment_study(
+        args.corpus,
+        args.language_model,
+        tuple(args.seeds),
+        args.steps,
+        args.pformer_steps,
+        alignment_weights=tuple(args.alignment_weights),
+        tiny=args.tiny,
+        vl_model=args.vl_model,
+        output=args.out,
+    )
     print(json.dumps(report, indent=2))
     return report
 

@@ -21,13 +21,19 @@ from pathlib import Path
 
 import yaml
 
-from wvlp.demo import TRAIN_CONFIG
 from wvlp.common.safe_io import RUN, STAGING, remove_dir
+from wvlp.demo import TRAIN_CONFIG
 
 UNSEEN = ("Sandal", "Shirt", "Bag")  # held out of pre-training in the unseen-class arms
 # Label templates of the "templates only" arm: the CLIP-style text side the method replaces.
-LABEL_TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "an image of a {}.", "a {}.", "a photo of the {}.",
-                   "this is a {}.")
+LABEL_TEMPLATES = (
+    "a photo of a {}.",
+    "a picture of a {}.",
+    "an image of a {}.",
+    "a {}.",
+    "a photo of the {}.",
+    "this is a {}.",
+)
 ONE_PROMPT = ("appearance_shape",)
 THREE_PROMPTS = ("appearance_shape", "materials", "setting_place")
 
@@ -35,12 +41,18 @@ ARMS: dict[str, dict] = {
     "templates": {"corpus": "templates", "note": "text side = label templates only"},
     "full": {"note": "LLM descriptions, every loss (the method)"},
     "no-distillation": {"set": ["model.config.momentum_distillation=false"], "note": "- momentum distillation"},
-    "no-knowledge": {"set": ["model.config.knowledge_loss_weight=0.0", "data.num_knowledge=0"],
-                     "note": "- retrieved knowledge"},
-    "no-category-targets": {"set": ["model.config.category_aware_targets=false"],
-                            "note": "- category-aware targets (one-hot ITC)"},
-    "itc-only": {"set": ["model.config.itm_loss_weight=0.0", "model.config.mlm_loss_weight=0.0"],
-                 "note": "- ITM and MLM"},
+    "no-knowledge": {
+        "set": ["model.config.knowledge_loss_weight=0.0", "data.num_knowledge=0"],
+        "note": "- retrieved knowledge",
+    },
+    "no-category-targets": {
+        "set": ["model.config.category_aware_targets=false"],
+        "note": "- category-aware targets (one-hot ITC)",
+    },
+    "itc-only": {
+        "set": ["model.config.itm_loss_weight=0.0", "model.config.mlm_loss_weight=0.0"],
+        "note": "- ITM and MLM",
+    },
     "prompts-1": {"set": [f"data.prompt_ids={list(ONE_PROMPT)}"], "note": "1 prompt template"},
     "prompts-3": {"set": [f"data.prompt_ids={list(THREE_PROMPTS)}"], "note": "3 prompt templates"},
     "templates-unseen": {"corpus": "templates", "holdout": True, "note": "templates, 3 classes held out"},
@@ -72,8 +84,15 @@ def templates_corpus(corpus: Path, folder: Path) -> Path:
         for i, template in enumerate(LABEL_TEMPLATES):
             row = dict(examples[i % len(examples)])  # knowledge of this class, as the LLM rows retrieved it
             text = template.format(prompt_names[label])
-            row.update(description_id=f"template:{label}:{i}", prompt_id=f"label_template_{i}", template=template,
-                       sample_index=0, llm="label-template", llm_revision="1", text=text)
+            row.update(
+                description_id=f"template:{label}:{i}",
+                prompt_id=f"label_template_{i}",
+                template=template,
+                sample_index=0,
+                llm="label-template",
+                llm_revision="1",
+                text=text,
+            )
             rows.append(row)
     embeddings = SentenceEmbedder().embed([r["text"] for r in rows])
     for row, embedding in zip(rows, embeddings):
@@ -107,19 +126,39 @@ def run_arm(arm: str, seed: int, corpus: Path, output: Path, steps: int, eval_im
         return json.loads(done.read_text())
     data = templates_corpus(corpus, output / "templates-corpus") if spec.get("corpus") == "templates" else corpus
     holdout = list(UNSEEN) if spec.get("holdout") else []
-    overrides = [f"data.path={data}", f"training.output_dir={run_dir}", f"training.seed={seed}",
-                 f"training.max_steps={steps}", "training.save_steps=100000", "training.disable_tqdm=true",
-                 f"run.alpha_warmup_steps={max(1, steps // 3)}", "training.warmup_steps=2",
-                 f"data.holdout_classes={holdout}", "data.max_eval_samples=100", *spec.get("set", [])]
+    overrides = [
+        f"data.path={data}",
+        f"training.output_dir={run_dir}",
+        f"training.seed={seed}",
+        f"training.max_steps={steps}",
+        "training.save_steps=100000",
+        "training.disable_tqdm=true",
+        f"run.alpha_warmup_steps={max(1, steps // 3)}",
+        "training.warmup_steps=2",
+        f"data.holdout_classes={holdout}",
+        "data.max_eval_samples=100",
+        *spec.get("set", []),
+    ]
     remove_dir(run_dir, RUN, "the study run folder")  # an unfinished run starts afresh; a foreign folder is refused
     start = time.perf_counter()
     metrics = train(load_config(TRAIN_CONFIG, overrides))
     seconds = time.perf_counter() - start
-    record = evaluate_model(run_dir / "model", corpus, tasks="zero-shot", max_images=eval_images,
-                            holdout_classes=holdout or None, command=f"python -m studies.study --arms {arm} "
-                            f"--seeds {seed} --steps {steps} --eval-images {eval_images}")
-    record["study"] = {"arm": arm, "seed": seed, "steps": steps, "train_seconds": round(seconds, 1),
-                       "overrides": overrides, "train_loss": metrics["train"].get("train_loss")}
+    record = evaluate_model(
+        run_dir / "model",
+        corpus,
+        tasks="zero-shot",
+        max_images=eval_images,
+        holdout_classes=holdout or None,
+        command=f"python -m studies.study --arms {arm} --seeds {seed} --steps {steps} --eval-images {eval_images}",
+    )
+    record["study"] = {
+        "arm": arm,
+        "seed": seed,
+        "steps": steps,
+        "train_seconds": round(seconds, 1),
+        "overrides": overrides,
+        "train_loss": metrics["train"].get("train_loss"),
+    }
     done.write_text(json.dumps(record, indent=2) + "\n")
     return record
 
@@ -134,16 +173,27 @@ def references(corpus: Path, output: Path, eval_images: int, probe_train: int) -
         return json.loads(path.read_text())
     config = yaml.safe_load(TRAIN_CONFIG.read_text())["model"]
     model, processor = build_default_model(config["image_size"]), build_default_processor(config["image_size"])
-    record = evaluate_model(model, corpus, processor=processor, tasks="zero-shot,linear-probe",
-                            max_images=eval_images, probe_max_train=probe_train, stage="initial (untrained)")
+    record = evaluate_model(
+        model,
+        corpus,
+        processor=processor,
+        tasks="zero-shot,linear-probe",
+        max_images=eval_images,
+        probe_max_train=probe_train,
+        stage="initial (untrained)",
+    )
     path.write_text(json.dumps(record, indent=2) + "\n")
     return record
 
 
 def seed_stats(values: list[float]) -> dict:
     """Mean, sample std (0 for one seed), n and the values of one metric over seeds."""
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "n": len(values), "values": values}
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "n": len(values),
+        "values": values,
+    }
 
 
 def paired_reference(arm: str) -> str:
@@ -157,9 +207,16 @@ def summarise(records: list[dict], initial: dict) -> dict:
     for record in records:
         arm, zs = record["study"]["arm"], record["metrics"]["zero_shot"]
         entry = arms.setdefault(arm, {"note": ARMS[arm]["note"], "runs": []})
-        entry["runs"].append({"seed": record["study"]["seed"], "top1": zs["top1"], "seen_top1": zs.get("seen_top1"),
-                              "unseen_top1": zs.get("unseen_top1"), "harmonic": zs.get("harmonic"),
-                              "train_seconds": record["study"]["train_seconds"]})
+        entry["runs"].append(
+            {
+                "seed": record["study"]["seed"],
+                "top1": zs["top1"],
+                "seen_top1": zs.get("seen_top1"),
+                "unseen_top1": zs.get("unseen_top1"),
+                "harmonic": zs.get("harmonic"),
+                "train_seconds": record["study"]["train_seconds"],
+            }
+        )
     for entry in arms.values():
         for key in ("top1", "seen_top1", "unseen_top1", "harmonic"):
             values = [r[key] for r in entry["runs"] if r[key] is not None]
@@ -172,21 +229,33 @@ def summarise(records: list[dict], initial: dict) -> dict:
         if reference is None or reference is entry:
             continue
         base = {r["seed"]: r["top1"] for r in reference["runs"]}
-        deltas = [r["top1"] - base[r["seed"]] for r in sorted(entry["runs"], key=lambda r: r["seed"]) if r["seed"] in base]
+        deltas = [
+            r["top1"] - base[r["seed"]] for r in sorted(entry["runs"], key=lambda r: r["seed"]) if r["seed"] in base
+        ]
         if deltas:
             entry["paired_delta_top1"] = {**seed_stats(deltas), "reference": paired_reference(name)}
-    return {"arms": arms, "initial_model": {"zero_shot_top1": initial["metrics"]["zero_shot"]["top1"],
-                                            "linear_probe_top1": initial["metrics"]["linear_probe"]["top1"],
-                                            "linear_probe_train": initial["metrics"]["linear_probe"]["train_samples"]}}
+    return {
+        "arms": arms,
+        "initial_model": {
+            "zero_shot_top1": initial["metrics"]["zero_shot"]["top1"],
+            "linear_probe_top1": initial["metrics"]["linear_probe"]["top1"],
+            "linear_probe_train": initial["metrics"]["linear_probe"]["train_samples"],
+        },
+    }
 
 
 def write_results(summary: dict, args: argparse.Namespace, docs: Path) -> None:
     """`docs/results.json` and the table part of `docs/results.md` (the prose below the marker is kept)."""
     docs.mkdir(parents=True, exist_ok=True)
-    setup = {"steps": args.steps, "seeds": args.seeds, "eval_images": args.eval_images, "unseen_classes": UNSEEN,
-             "train_config": str(TRAIN_CONFIG.relative_to(TRAIN_CONFIG.parents[2])),
-             "command": f"python -m studies.study --corpus {args.corpus} --output {args.output} --steps {args.steps} "
-                        f"--eval-images {args.eval_images} --seeds {' '.join(map(str, args.seeds))}"}
+    setup = {
+        "steps": args.steps,
+        "seeds": args.seeds,
+        "eval_images": args.eval_images,
+        "unseen_classes": UNSEEN,
+        "train_config": str(TRAIN_CONFIG.relative_to(TRAIN_CONFIG.parents[2])),
+        "command": f"python -m studies.study --corpus {args.corpus} --output {args.output} --steps {args.steps} "
+        f"--eval-images {args.eval_images} --seeds {' '.join(map(str, args.seeds))}",
+    }
     (docs / "results.json").write_text(json.dumps({"setup": setup, **summary}, indent=2) + "\n")
 
     def cell(entry: dict, key: str) -> str:
@@ -200,26 +269,34 @@ def write_results(summary: dict, args: argparse.Namespace, docs: Path) -> None:
         above = sum(v > 0 for v in d["values"])
         return f"{100 * d['mean']:+.1f} ± {100 * d['std']:.1f} ({above}/{d['n']} above)"
 
-    lines = ["| arm | what changes | zero-shot top-1 | Δ vs the method, same seed | seen | unseen | harmonic | n |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| arm | what changes | zero-shot top-1 | Δ vs the method, same seed | seen | unseen | harmonic | n |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name in ARMS:
         if name in summary["arms"]:
             e = summary["arms"][name]
-            lines.append(f"| {name} | {e['note']} | {cell(e, 'top1')} | {delta(e)} | {cell(e, 'seen_top1')} | "
-                         f"{cell(e, 'unseen_top1')} | {cell(e, 'harmonic')} | {len(e['runs'])} |")
+            lines.append(
+                f"| {name} | {e['note']} | {cell(e, 'top1')} | {delta(e)} | {cell(e, 'seen_top1')} | "
+                f"{cell(e, 'unseen_top1')} | {cell(e, 'harmonic')} | {len(e['runs'])} |"
+            )
     init = summary["initial_model"]
     lines.append(f"| initial model | untrained, zero-shot | {100 * init['zero_shot_top1']:.1f} | | | | | 1 |")
-    lines.append(f"| linear probe | supervised reference on the initial model's frozen image features "
-                 f"({init['linear_probe_train']} labelled images) | {100 * init['linear_probe_top1']:.1f} | | | | | 1 |")
+    lines.append(
+        f"| linear probe | supervised reference on the initial model's frozen image features "
+        f"({init['linear_probe_train']} labelled images) | {100 * init['linear_probe_top1']:.1f} | | | | | 1 |"
+    )
     table = "\n".join(lines)
     marker = "<!-- prose below is written by hand and kept on regeneration -->"
     path = docs / "results.md"
     prose = path.read_text().split(marker, 1)[1] if path.is_file() and marker in path.read_text() else "\n"
-    head = (f"# Study results\n\nEmbedded default (Fashion-MNIST, EfficientNet-Lite0 + MiniLM, SmolLM2 descriptions), "
-            f"{args.steps} optimiser steps per run, batch and resolution of `{setup['train_config']}`, "
-            f"seeds {', '.join(map(str, args.seeds))}; zero-shot top-1 (%) on the first {args.eval_images} test images "
-            f"with `evaluation/prompts/templates_v1.txt`, mean ± std over seeds. Unseen arms hold out "
-            f"{', '.join(UNSEEN)} from pre-training.\n\nReproduce: `{setup['command']}` (JSON: `docs/results.json`).")
+    head = (
+        f"# Study results\n\nEmbedded default (Fashion-MNIST, EfficientNet-Lite0 + MiniLM, SmolLM2 descriptions), "
+        f"{args.steps} optimiser steps per run, batch and resolution of `{setup['train_config']}`, "
+        f"seeds {', '.join(map(str, args.seeds))}; zero-shot top-1 (%) on the first {args.eval_images} test images "
+        f"with `evaluation/prompts/templates_v1.txt`, mean ± std over seeds. Unseen arms hold out "
+        f"{', '.join(UNSEEN)} from pre-training.\n\nReproduce: `{setup['command']}` (JSON: `docs/results.json`)."
+    )
     path.write_text(f"{head}\n\n{table}\n\n{marker}{prose}")
 
 
@@ -234,8 +311,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--eval-images", type=int, default=500)
     parser.add_argument("--probe-train", type=int, default=5000)
     parser.add_argument("--docs", default="docs")
-    parser.add_argument("--summarise-only", action="store_true",
-                        help="write docs/results.* from the runs already finished, training nothing")
+    parser.add_argument(
+        "--summarise-only",
+        action="store_true",
+        help="write docs/results.* from the runs already finished, training nothing",
+    )
     args = parser.parse_args(argv)
     corpus, output = Path(args.corpus), Path(args.output)
     if not (corpus / "README.md").is_file():
@@ -249,8 +329,11 @@ def main(argv: list[str] | None = None) -> dict:
             if args.summarise_only and not done.is_file():
                 continue
             record = run_arm(arm, seed, corpus, output, args.steps, args.eval_images)
-            print(f"{arm:>20} seed {seed}: zero-shot top-1 {100 * record['metrics']['zero_shot']['top1']:.1f} "
-                  f"({record['study']['train_seconds']:.0f} s)", flush=True)
+            print(
+                f"{arm:>20} seed {seed}: zero-shot top-1 {100 * record['metrics']['zero_shot']['top1']:.1f} "
+                f"({record['study']['train_seconds']:.0f} s)",
+                flush=True,
+            )
             records.append(record)
     summary = summarise(records, initial)
     write_results(summary, args, Path(args.docs))

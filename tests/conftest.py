@@ -16,7 +16,7 @@ torch.set_flush_denormal(True)  # tiny random models produce denormals, which ar
 
 from huggingface_hub import HfApi  # noqa: E402
 
-from tests.helpers import EVAL, S, TOKEN, HubRecorder, load_app, save_tiny_model, tiny_config_kwargs  # noqa: E402
+from tests.helpers import EVAL, TOKEN, HubRecorder, S, load_app, save_tiny_model, tiny_config_kwargs  # noqa: E402
 from tests.openai_server import OpenAIStubServer  # noqa: E402
 
 LLM_TOKEN = "sk-wvlp-test-7f3a9c1e5b"
@@ -86,8 +86,9 @@ def release(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("release")
     save_tiny_model(tmp / "run" / "model")
-    (tmp / "run" / "metrics.json").write_text(json.dumps({"config": "train/configs/tiny.yaml",
-                                                          "train": {"train_runtime": 12.5, "train_loss": 3.2}}))
+    (tmp / "run" / "metrics.json").write_text(
+        json.dumps({"config": "train/configs/tiny.yaml", "train": {"train_runtime": 12.5, "train_loss": 3.2}})
+    )
     try:
         corpus = write_template_corpus(tmp / "corpus", images_per_split=4)
     except FileNotFoundError as err:
@@ -136,8 +137,12 @@ def llm_server():
 def demo(app, gallery, llm_server, tmp_path_factory):
     """The Space's `WVLPDemo` on a tiny saved model, the gallery and the stub LLM server."""
     folder = save_tiny_model(tmp_path_factory.mktemp("space") / "model")
-    return app.WVLPDemo(str(folder), gallery=gallery, embedding_cache=tmp_path_factory.mktemp("emb"),
-                        llm_spec={"type": "server", "base_url": llm_server.base_url, "max_retries": 0})
+    return app.WVLPDemo(
+        str(folder),
+        gallery=gallery,
+        embedding_cache=tmp_path_factory.mktemp("emb"),
+        llm_spec={"type": "server", "base_url": llm_server.base_url, "max_retries": 0},
+    )
 
 
 @pytest.fixture(scope="module")

@@ -81,8 +81,15 @@ def tiny_batch(batch_size: int = 6, length: int = 8, seed: int = 0, knowledge: i
     return batch
 
 
-TINY_LM = dict(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-               intermediate_size=64, max_position_embeddings=128)
+TINY_LM = dict(
+    vocab_size=120,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=128,
+)
 
 
 def tiny_lm(seed: int = 0, initializer_range: float = 0.02) -> LlamaForCausalLM:
@@ -109,21 +116,45 @@ FOLDER = Path(__file__).resolve().parent / "fixtures" / "saved_checkpoints"
 
 def machine_kind() -> str:
     """CPU vendor and the SIMD level torch dispatches to: what decides how float kernels round on a CPU."""
-    vendor = next((line.split(":")[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("vendor_id")), "unknown") if Path("/proc/cpuinfo").is_file() else "unknown"
+    vendor = (
+        next(
+            (
+                line.split(":")[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("vendor_id")
+            ),
+            "unknown",
+        )
+        if Path("/proc/cpuinfo").is_file()
+        else "unknown"
+    )
     return f"{vendor}-{torch.backends.cpu.get_cpu_capability()}"
-VIT = dict(model_type="vit", hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-           image_size=32, patch_size=8)
+
+
+VIT = dict(
+    model_type="vit",
+    hidden_size=32,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    intermediate_size=64,
+    image_size=32,
+    patch_size=8,
+)
 
 
 @torch.no_grad()
 def model_outputs(model: WVLPModel, batch: dict) -> dict[str, torch.Tensor]:
     """What inference with a published model computes: embeddings, similarity logits and ITM scores."""
-    out = model(input_ids=batch["input_ids"], pixel_values=batch["pixel_values"],
-                attention_mask=batch["attention_mask"])
+    out = model(
+        input_ids=batch["input_ids"], pixel_values=batch["pixel_values"], attention_mask=batch["attention_mask"]
+    )
     itm = model.itm_score(batch["input_ids"], batch["attention_mask"], pixel_values=batch["pixel_values"])
-    return {"image_embeds": out.image_embeds, "text_embeds": out.text_embeds,
-            "logits_per_image": out.logits_per_image, "itm_score": itm}
+    return {
+        "image_embeds": out.image_embeds,
+        "text_embeds": out.text_embeds,
+        "logits_per_image": out.logits_per_image,
+        "itm_score": itm,
+    }
 
 
 @torch.no_grad()
@@ -152,8 +183,11 @@ def save_hf(path, label_feature, labels, images=None):
 
     images = images or [png_bytes(10 * i) for i in range(len(labels))]
     features = datasets.Features({"image": datasets.Image(), "label": label_feature, "id": datasets.Value("string")})
-    rows = {"image": [{"bytes": b, "path": None} for b in images], "label": labels,
-            "id": [f"row-{i}" for i in range(len(labels))]}  # fmt: skip
+    rows = {
+        "image": [{"bytes": b, "path": None} for b in images],
+        "label": labels,
+        "id": [f"row-{i}" for i in range(len(labels))],
+    }
     split = datasets.Dataset.from_dict(rows, features=features)
     datasets.DatasetDict({"train": split, "test": split.select([0])}).save_to_disk(str(path))
     return path
@@ -170,8 +204,11 @@ def make_images(root: Path, classes: dict[str, int], value: int = 40) -> Path:
 
 def tree(folder: Path) -> dict[str, str]:
     """Every file under `folder` (relative path -> SHA-256): what a run must leave exactly as it was."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 # --------------------------------------------------------------------------------------------- description LLM backends
@@ -278,24 +315,58 @@ TOKEN = "hf_TESTtokenThatMustNeverBePrinted"
 EVAL = {
     "schema": "wvlp-eval/1",
     "model": {"path": "out/run/model", "stage": "pre-trained", "image_size": 96, "config_sha256": "0" * 64},
-    "data": {"name": "fashion-mnist", "split": "test", "num_images": 10000, "num_texts": 69,
-             "classnames_file": "classes.txt", "templates_file": "templates.txt"},
+    "data": {
+        "name": "fashion-mnist",
+        "split": "test",
+        "num_images": 10000,
+        "num_texts": 69,
+        "classnames_file": "classes.txt",
+        "templates_file": "templates.txt",
+    },
     "command": "wvlp evaluate --model out/run --task zero_shot --task retrieval --data fashion-mnist",
     "created": "2026-11-22T10:00:00+00:00",
     "metrics": {
-        "zero_shot": {"top1": 0.6123, "top5": 0.9517, "per_class": {"T-shirt/top": 0.701, "Trouser": 0.912},
-                      "seen_top1": None, "unseen_top1": None, "harmonic": None},
+        "zero_shot": {
+            "top1": 0.6123,
+            "top5": 0.9517,
+            "per_class": {"T-shirt/top": 0.701, "Trouser": 0.912},
+            "seen_top1": None,
+            "unseen_top1": None,
+            "harmonic": None,
+        },
         "zero_shot_descriptions": {"top1": 0.5802, "top5": 0.9333},
         "retrieval": {
             "itm_k": 16,
-            "itc": {"i2t_r1": 0.31, "i2t_r5": 0.62, "i2t_r10": 0.81, "t2i_r1": 0.22, "t2i_r5": 0.51, "t2i_r10": 0.7,
-                    "rsum": 3.17, "i2t_mean_rank": 4.2, "i2t_median_rank": 2, "t2i_mean_rank": 5.5, "t2i_median_rank": 3},
-            "itm": {"i2t_r1": 0.35, "i2t_r5": 0.66, "i2t_r10": 0.83, "t2i_r1": 0.25, "t2i_r5": 0.55, "t2i_r10": 0.72,
-                    "rsum": 3.36, "i2t_mean_rank": 3.9, "i2t_median_rank": 2, "t2i_mean_rank": 5.0, "t2i_median_rank": 3},
+            "itc": {
+                "i2t_r1": 0.31,
+                "i2t_r5": 0.62,
+                "i2t_r10": 0.81,
+                "t2i_r1": 0.22,
+                "t2i_r5": 0.51,
+                "t2i_r10": 0.7,
+                "rsum": 3.17,
+                "i2t_mean_rank": 4.2,
+                "i2t_median_rank": 2,
+                "t2i_mean_rank": 5.5,
+                "t2i_median_rank": 3,
+            },
+            "itm": {
+                "i2t_r1": 0.35,
+                "i2t_r5": 0.66,
+                "i2t_r10": 0.83,
+                "t2i_r1": 0.25,
+                "t2i_r5": 0.55,
+                "t2i_r10": 0.72,
+                "rsum": 3.36,
+                "i2t_mean_rank": 3.9,
+                "i2t_median_rank": 2,
+                "t2i_mean_rank": 5.0,
+                "t2i_median_rank": 3,
+            },
         },
         "linear_probe": {"top1": 0.8344, "train_samples": 60000},
     },
-}  # fmt: skip
+}
 
 
 def save_tiny_model(folder: Path) -> Path:
@@ -341,9 +412,22 @@ class HubRecorder:
 
 def cli_args(release, *extra):
     """`wvlp publish` arguments for the `release` fixture's inputs (org test-org, its own staging folder)."""
-    return ["publish", "--model", str(release["run"]), "--dataset", str(release["corpus"]), "--space",
-            str(ROOT / "spaces_demo"), "--org", "test-org", "--eval",
-            str(release["eval"]), "--staging", str(release["staging"]), *extra]  # fmt: skip
+    return [
+        "publish",
+        "--model",
+        str(release["run"]),
+        "--dataset",
+        str(release["corpus"]),
+        "--space",
+        str(ROOT / "spaces_demo"),
+        "--org",
+        "test-org",
+        "--eval",
+        str(release["eval"]),
+        "--staging",
+        str(release["staging"]),
+        *extra,
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------------------- Space

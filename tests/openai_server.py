@@ -228,12 +228,13 @@ class OpenAIStubServer:
             "created": int(time.time()),
             "model": (body.get("model") or self.model) if isinstance(body, dict) else self.model,
             "system_fingerprint": "stub",
-            "choices": [
-                {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
-            ],
-            "usage": {"prompt_tokens": len(str(prompt).split()), "completion_tokens": len(content.split()),
-                      "total_tokens": len(str(prompt).split()) + len(content.split())},
-        }  # fmt: skip
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
+            "usage": {
+                "prompt_tokens": len(str(prompt).split()),
+                "completion_tokens": len(content.split()),
+                "total_tokens": len(str(prompt).split()) + len(content.split()),
+            },
+        }
 
     def _send_json(self, handler: _Handler, status: int, payload: Any, headers: Mapping[str, str] = {}) -> None:
         self._send_raw(handler, status, json.dumps(payload).encode(), headers)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from wvlp.modeling import WVLPConfig, WVLPForPreTraining, WVLPModel
+
 from tests.helpers import tiny_batch, tiny_config_kwargs, tiny_lm, tiny_pformer
 
 torch.set_flush_denormal(True)
@@ -51,8 +52,11 @@ def test_alignment_term_is_the_mse_to_the_pformer_prompts():
         image_prompts = model.wvlp.get_image_prompts(batch["pixel_values"])
         reference = pformer.get_prompts(batch["input_ids"], batch["attention_mask"])
     torch.testing.assert_close(out.pformer_alignment_loss, torch.nn.functional.mse_loss(image_prompts, reference))
-    expected = sum(getattr(model.config, f"{k}_loss_weight") * getattr(out, f"{k}_loss")
-                   for k in ("itc", "mlm", "imc", "knowledge", "pformer_alignment") if getattr(out, f"{k}_loss") is not None)
+    expected = sum(
+        getattr(model.config, f"{k}_loss_weight") * getattr(out, f"{k}_loss")
+        for k in ("itc", "mlm", "imc", "knowledge", "pformer_alignment")
+        if getattr(out, f"{k}_loss") is not None
+    )
     torch.testing.assert_close(out.loss, expected)
     with pytest.raises(ValueError, match="share the text tokenizer"):
         model.attach_pformer(tiny_pformer(text_config={**tiny_config_kwargs()["text_config"], "vocab_size": 99}))
@@ -102,6 +106,7 @@ def test_save_load_and_deterministic_generate_description(tmp_path):
 
 def test_generative_evaluation_and_study_hook():
     from wvlp.evaluation.generative import describe_then_classify, description_perplexity, generated_examples
+
     from studies.pformer_study import run_alignment_study
 
     torch.manual_seed(0)
@@ -116,14 +121,25 @@ def test_generative_evaluation_and_study_hook():
             ids = torch.tensor([[1] + [5 + len(t) % 100, 7] for t in texts])
             return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
-    result = describe_then_classify(model, lm, IdTokenizer(), TextTokenizer(), batch["pixel_values"],
-                                    [0, 1, 2, 0, 1, 2], ["a", "bb", "ccc"], max_new_tokens=3)
+    result = describe_then_classify(
+        model,
+        lm,
+        IdTokenizer(),
+        TextTokenizer(),
+        batch["pixel_values"],
+        [0, 1, 2, 0, 1, 2],
+        ["a", "bb", "ccc"],
+        max_new_tokens=3,
+    )
     assert 0 <= result["accuracy"] <= 1 and result["n"] == 6
-    examples = generated_examples(model, lm, IdTokenizer(), batch["pixel_values"][:2], [0, 1], ["a", "bb"], max_new_tokens=3)
+    examples = generated_examples(
+        model, lm, IdTokenizer(), batch["pixel_values"][:2], [0, 1], ["a", "bb"], max_new_tokens=3
+    )
     assert [e["label"] for e in examples] == ["a", "bb"] and all("text" in e for e in examples)
 
-    report = run_alignment_study(language_model="tiny", seeds=(0,), steps=2, pformer_steps=2, batch_size=4,
-                                 num_eval=4, image_size=32, tiny=True)
+    report = run_alignment_study(
+        language_model="tiny", seeds=(0,), steps=2, pformer_steps=2, batch_size=4, num_eval=4, image_size=32, tiny=True
+    )
     assert set(report["arms"]) == {"alignment_w10", "without_alignment"}
     for arm in report["arms"].values():
         assert arm["heldout_perplexity"]["n"] == 1 and arm["heldout_perplexity"]["mean"] > 1
@@ -146,14 +162,32 @@ def test_run_py_trains_the_bridge_against_a_pformer_from_run_py(tmp_path):
 
     root = Path(__file__).resolve().parent.parent
     corpus = write_template_corpus(tmp_path / "corpus", images_per_split=4)
-    main(["--config", str(root / "train" / "configs" / "pformer-tiny.yaml"), "--set", f"data.path={corpus}",
-          "--set", f"training.output_dir={tmp_path / 'pformer'}"])
+    main(
+        [
+            "--config",
+            str(root / "train" / "configs" / "pformer-tiny.yaml"),
+            "--set",
+            f"data.path={corpus}",
+            "--set",
+            f"training.output_dir={tmp_path / 'pformer'}",
+        ]
+    )
     lm_folder = tmp_path / "pformer" / "language_model"  # the tiny LM stage 1 saved, with its tokenizer
-    sets = [f"data.path={corpus}", f"training.output_dir={tmp_path / 'vl'}", "training.max_steps=4",
-            "training.logging_steps=1", "training.save_steps=4", "model.config.prompt_bridge=true",
-            "model.config.bridge_num_prompts=4", "model.config.bridge_num_layers=1", "model.config.bridge_prompt_dim=32",
-            f"model.config.language_model_path={lm_folder}", "model.config.generation_loss_weight=1.0",
-            "model.config.pformer_alignment_loss_weight=1.0", f"model.pformer_path={tmp_path / 'pformer' / 'model'}"]
+    sets = [
+        f"data.path={corpus}",
+        f"training.output_dir={tmp_path / 'vl'}",
+        "training.max_steps=4",
+        "training.logging_steps=1",
+        "training.save_steps=4",
+        "model.config.prompt_bridge=true",
+        "model.config.bridge_num_prompts=4",
+        "model.config.bridge_num_layers=1",
+        "model.config.bridge_prompt_dim=32",
+        f"model.config.language_model_path={lm_folder}",
+        "model.config.generation_loss_weight=1.0",
+        "model.config.pformer_alignment_loss_weight=1.0",
+        f"model.pformer_path={tmp_path / 'pformer' / 'model'}",
+    ]
     main(["--config", str(root / "train" / "configs" / "tiny.yaml"), *[a for s in sets for a in ("--set", s)]])
     logged = json.loads((tmp_path / "vl" / "trainer_state.json").read_text())["log_history"]
     for term in ("generation_loss", "pformer_alignment_loss"):
@@ -170,14 +204,21 @@ def test_run_py_trains_the_bridge_against_a_pformer_from_run_py(tmp_path):
         main(["--config", str(root / "train" / "configs" / "tiny.yaml"), *[a for s in bad for a in ("--set", s)]])
     wrong_width = sets[:8] + ["model.config.bridge_prompt_dim=48"] + sets[9:]
     with pytest.raises(ValueError, match="bridge_prompt_dim=48"):
-        main(["--config", str(root / "train" / "configs" / "tiny.yaml"), *[a for s in wrong_width for a in ("--set", s)]])
+        main(
+            [
+                "--config",
+                str(root / "train" / "configs" / "tiny.yaml"),
+                *[a for s in wrong_width for a in ("--set", s)],
+            ]
+        )
 
 
 def test_alignment_study_arms_do_not_depend_on_which_ran_before():
     from studies.pformer_study import run_alignment_study
 
-    common = dict(language_model="tiny", seeds=(0,), steps=2, pformer_steps=1, batch_size=4, num_eval=4, image_size=32,
-                  tiny=True)
+    common = dict(
+        language_model="tiny", seeds=(0,), steps=2, pformer_steps=1, batch_size=4, num_eval=4, image_size=32, tiny=True
+    )
     alone = run_alignment_study(alignment_weights=(10.0,), **common)["arms"]["alignment_w10"]
     after_another = run_alignment_study(alignment_weights=(1.0, 10.0), **common)["arms"]["alignment_w10"]
     assert alone["heldout_perplexity"]["values"] == after_another["heldout_perplexity"]["values"]

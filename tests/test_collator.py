@@ -27,13 +27,27 @@ def make_pool(num_classes: int = 3, per_class: int = 4, dim: int = 8) -> Descrip
 
 def make_rows(n: int, seed: int = 0) -> list[dict]:
     rng = np.random.default_rng(seed)
-    return [{"image": Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)), "label": i % 3,
-             "image_id": f"img-{seed}-{i}"} for i in range(n)]
+    return [
+        {
+            "image": Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)),
+            "label": i % 3,
+            "image_id": f"img-{seed}-{i}",
+        }
+        for i in range(n)
+    ]
 
 
 def collator_for(processor, **kwargs) -> DistillationCollator:
-    return DistillationCollator(processor, make_pool(), seed=7, max_length=24, knowledge_max_length=12,
-                                augmented_view=True, teacher_temperature=0.1, **kwargs)
+    return DistillationCollator(
+        processor,
+        make_pool(),
+        seed=7,
+        max_length=24,
+        knowledge_max_length=12,
+        augmented_view=True,
+        teacher_temperature=0.1,
+        **kwargs,
+    )
 
 
 def test_same_seed_same_batch_and_rows_independent_of_batch(processor):
@@ -89,8 +103,9 @@ def test_knowledge_padding_and_soft_targets(processor):
     pool = collator.pool
     # The collator's first draw of each row's stream picks its description.
     drawn = [int(collator.row_rng(row["image_id"]).choice(pool.rows_of[row["label"]])) for row in rows]
-    expected_ids = processor.tokenizer([pool.texts[d] for d in drawn], padding="max_length", max_length=24,
-                                       truncation=True, return_tensors="pt")["input_ids"]
+    expected_ids = processor.tokenizer(
+        [pool.texts[d] for d in drawn], padding="max_length", max_length=24, truncation=True, return_tensors="pt"
+    )["input_ids"]
     assert torch.equal(batch["input_ids"], expected_ids)
     # Reference soft targets: softmax of cosine similarities / temperature, in numpy.
     e = pool.teacher_embeddings[drawn]

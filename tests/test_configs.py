@@ -27,8 +27,10 @@ def test_run_configs_parse(name):
 
 def test_paper_config_describes_the_reference_scale():
     config = load_config(CONFIGS / "paper.yaml", CPU_PARSE["paper.yaml"])
-    model = WVLPConfig(text_config=dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12,
-                                        intermediate_size=3072), **config_overrides(config.model.config))
+    model = WVLPConfig(
+        text_config=dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072),
+        **config_overrides(config.model.config),
+    )
     assert model.queue_size == 65536 and model.momentum == 0.995 and model.fusion_layer == 6
     assert config.training.per_device_train_batch_size * 8 == 512
     assert yaml.safe_load((CONFIGS / "paper.yaml").read_text())["training"]["bf16"] is True

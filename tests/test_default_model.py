@@ -9,12 +9,26 @@ from wvlp.modeling.pretrained_assets import minilm_path
 pytestmark = pytest.mark.slow
 
 SENTENCES = [
-    "a photo of a cat", "a small kitten sitting on a sofa", "a red sports car", "an ankle boot made of leather",
-    "a pullover with long sleeves", "the trousers are dark blue denim", "a sandal with thin straps",
-    "a handbag with a golden clasp", "a dress with a floral pattern", "a coat hanging on a hook",
-    "sneakers on a running track", "a shirt with buttons and a collar", "a t-shirt with a printed logo",
-    "two dogs playing in the snow", "a bowl of soup on a wooden table", "an old bridge over a river",
-    "WordNet gloss: a garment worn on the upper body", "Espresso is a concentrated coffee", "a", "x " * 60,
+    "a photo of a cat",
+    "a small kitten sitting on a sofa",
+    "a red sports car",
+    "an ankle boot made of leather",
+    "a pullover with long sleeves",
+    "the trousers are dark blue denim",
+    "a sandal with thin straps",
+    "a handbag with a golden clasp",
+    "a dress with a floral pattern",
+    "a coat hanging on a hook",
+    "sneakers on a running track",
+    "a shirt with buttons and a collar",
+    "a t-shirt with a printed logo",
+    "two dogs playing in the snow",
+    "a bowl of soup on a wooden table",
+    "an old bridge over a river",
+    "WordNet gloss: a garment worn on the upper body",
+    "Espresso is a concentrated coffee",
+    "a",
+    "x " * 60,
 ]
 
 

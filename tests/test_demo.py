@@ -22,8 +22,14 @@ pytestmark = pytest.mark.slow
 def demo_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-m", "wvlp.cli", "demo", "--scale", "ci", "--output", str(out)],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
+    result = subprocess.run(
+        [sys.executable, "-m", "wvlp.cli", "demo", "--scale", "ci", "--output", str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     (out / "demo.log").write_text(result.stdout + result.stderr)
     assert result.returncode == 0, result.stderr[-3000:]
     return out, result.stdout

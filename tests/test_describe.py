@@ -26,13 +26,28 @@ from wvlp.data.describe import (
 from wvlp.data.llm import ServerBackend
 from wvlp.data.prompts import PromptTemplate, load_prompts, render, render_user_prompt
 from wvlp.data.sources import FashionMNISTSource
+
 from tests.helpers import EchoBackend
 from tests.openai_server import OpenAIStubServer
 
 ROOT = Path(__file__).resolve().parents[1]
 DECODING = {"max_new_tokens": 32, "temperature": 0.7, "top_p": 0.9}
-PROVENANCE = {"description_id", "class_id", "label", "class_name", "prompt_id", "template", "sample_index", "raw_text",
-              "llm", "llm_revision", "decoding", "seed", "created_at", "error"}  # fmt: skip
+PROVENANCE = {
+    "description_id",
+    "class_id",
+    "label",
+    "class_name",
+    "prompt_id",
+    "template",
+    "sample_index",
+    "raw_text",
+    "llm",
+    "llm_revision",
+    "decoding",
+    "seed",
+    "created_at",
+    "error",
+}
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +71,14 @@ def test_nine_packaged_prompts(prompts, classes):
     assert len(prompts) == 9 and len({p.id for p in prompts}) == 9
     aspects = [p.aspect for p in prompts]
     assert {a: aspects.count(a) for a in set(aspects)} == {
-        "appearance": 2, "parts": 1, "materials": 1, "scene": 2, "co-occurrence": 1, "spatial": 1, "caption": 1
-    }  # fmt: skip
+        "appearance": 2,
+        "parts": 1,
+        "materials": 1,
+        "scene": 2,
+        "co-occurrence": 1,
+        "spatial": 1,
+        "caption": 1,
+    }
     assert all("{label}" in p.template and p.system for p in prompts)
     boot = classes[9]
     messages = render(prompts[0], boot)
@@ -158,7 +179,9 @@ def test_rerun_with_other_settings_warns_and_bad_decoding_fails(tmp_path, classe
     generate_descriptions(classes[:1], prompts[:1], EchoBackend(), 2, cache, DECODING, seed=0, progress=False)
     backend = EchoBackend()
     with pytest.warns(UserWarning, match="differ from this run in .*'decoding': 2"):
-        generate_descriptions(classes[:1], prompts[:1], backend, 2, cache, {"temperature": 0.1}, seed=0, progress=False)
+        generate_descriptions(
+            classes[:1], prompts[:1], backend, 2, cache, {"temperature": 0.1}, seed=0, progress=False
+        )
     assert backend.requested == []  # reused as they are
     with pytest.raises(ValueError, match=r"unknown decoding key\(s\) \['top_k'\]"):
         generate_descriptions(classes[:1], prompts[:1], backend, 2, cache, {"top_k": 5}, seed=0, progress=False)
@@ -175,7 +198,9 @@ def test_failed_generation_against_the_server_is_retried(tmp_path, classes, prom
         backend = ServerBackend(server.base_url, model="stub", concurrency=1, max_retries=0)
         records = generate_descriptions([cls], [template], backend, 2, cache, DECODING, seed=0, progress=False)
         assert [r["error"] is None for r in records] == [False, True] or [r["error"] is None for r in records] == [
-            True, False]  # fmt: skip
+            True,
+            False,
+        ]
         failed_key = next(r["key"] for r in records if r["error"])
         assert "HTTP 400" in next(r["error"] for r in records if r["error"])
         before = len(server.requests)
@@ -219,8 +244,13 @@ def test_resume_after_sigkill(tmp_path, classes, prompts):
     assert len(expected) == 4 * 9 * 3
     env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
     with OpenAIStubServer(latency_s=0.05) as server:
-        proc = subprocess.Popen([sys.executable, "-c", GENERATE_SCRIPT, server.base_url, str(cache)], cwd=ROOT, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-c", GENERATE_SCRIPT, server.base_url, str(cache)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and proc.poll() is None:
             if cache.exists() and cache.read_bytes().count(b"\n") >= 20:
@@ -263,17 +293,16 @@ def test_clean_text_strips_chat_artefacts():
     prompt = "Describe the shape, size and colours the ankle boot usually has."
     cases = {
         "<|im_start|>assistant\nSure! Here's a description of the ankle boot:\n\n\"An ankle boot is short. It has a "
-        "low heel.\"<|im_end|>\n<|im_start|>user\nMore?": "An ankle boot is short. It has a low heel.",
+        'low heel."<|im_end|>\n<|im_start|>user\nMore?': "An ankle boot is short. It has a low heel.",
         f"Assistant: {prompt} It is black leather with a block heel.": "It is black leather with a block heel.",
-        "- A black leather upper\n- A **rubber** sole\n1. A side zip":
-            "A black leather upper. A rubber sole. A side zip.",
+        "- A black leather upper\n- A **rubber** sole\n1. A side zip": "A black leather upper. A rubber sole. A side zip.",
         "One.  Two  words. Three here. Four is cut": "One. Two words. Three here.",
         "“Ankle boots by the door”.": "Ankle boots by the door.",
         "The boot has a lacing system: eyelets.\nUser: thanks": "The boot has a lacing system: eyelets.",
         "describe the shape, size, and colours the ankle boot usually has: mostly brown suede.": "Mostly brown suede.",
         'It is leather. It is made of a material called "': "It is leather.",
         "Seen with:\n* Socks\n* running shoes\n* *\n---": "Seen with: Socks, running shoes.",
-    }  # fmt: skip
+    }
     for raw, expected in cases.items():
         assert clean_text(raw, prompt) == expected, raw
 
@@ -287,16 +316,25 @@ def embedder():
 
 def make_record(cls, raw, prompt_id="appearance_shape", index=0, error=None):
     key = generation_key(cls.class_id, prompt_id, index)
-    return {"key": key, "description_id": description_id(key), "class_id": cls.class_id, "label": cls.label,
-            "class_name": cls.name, "prompt_id": prompt_id, "template": "Describe the {label}.",
-            "prompt": f"Describe the {cls.prompt_name}.", "sample_index": index, "raw_text": raw,
-            "error": error}  # fmt: skip
+    return {
+        "key": key,
+        "description_id": description_id(key),
+        "class_id": cls.class_id,
+        "label": cls.label,
+        "class_name": cls.name,
+        "prompt_id": prompt_id,
+        "template": "Describe the {label}.",
+        "prompt": f"Describe the {cls.prompt_name}.",
+        "sample_index": index,
+        "raw_text": raw,
+        "error": error,
+    }
 
 
 def test_clean_descriptions_drop_reasons(tmp_path, classes, embedder):
     boot, bag = classes[9], classes[8]
     inputs = [
-        (boot, "Sure! Here's a description:\n\"An ankle boot is a short leather boot that covers the ankle.\"", None),
+        (boot, 'Sure! Here\'s a description:\n"An ankle boot is a short leather boot that covers the ankle."', None),
         (boot, "Describe the ankle boot. The ankle boot has a low block heel and a zip on the side.", None),
         (boot, "AN ANKLE BOOT is a short leather boot that covers the ankle!!", "duplicate"),
         (boot, None, "error"),
@@ -310,8 +348,10 @@ def test_clean_descriptions_drop_reasons(tmp_path, classes, embedder):
         (bag, "A leather bag and an ankle boot side by side on a shelf.", None),  # duplicates are per class
         (bag, "A leather bag with a long shoulder strap and a brass buckle.", None),
     ]
-    records = [make_record(cls, raw, index=i, error="HTTP 500" if reason == "error" else None)
-               for i, (cls, raw, reason) in enumerate(inputs)]  # fmt: skip
+    records = [
+        make_record(cls, raw, index=i, error="HTTP 500" if reason == "error" else None)
+        for i, (cls, raw, reason) in enumerate(inputs)
+    ]
     kept, stats = clean_descriptions(records, classes, embedder=embedder)
     assert [r["text"] for r in kept] == [
         "An ankle boot is a short leather boot that covers the ankle.",
@@ -326,8 +366,13 @@ def test_clean_descriptions_drop_reasons(tmp_path, classes, embedder):
     assert stats["total"] == 13 and stats["kept"] == 5 and stats["kept"] + sum(stats["dropped"].values()) == 13
     assert stats["per_class"][boot.class_id]["kept"] == 3 and stats["per_class"][boot.class_id]["total"] == 11
     assert stats["per_class"][boot.class_id]["dropped"]["off_topic"] == 1
-    assert stats["per_class"][bag.class_id] == {"label": 8, "name": "Bag", "total": 2, "kept": 2,
-                                                "dropped": dict.fromkeys(DROP_REASONS, 0)}  # fmt: skip
+    assert stats["per_class"][bag.class_id] == {
+        "label": 8,
+        "name": "Bag",
+        "total": 2,
+        "kept": 2,
+        "dropped": dict.fromkeys(DROP_REASONS, 0),
+    }
     assert stats["per_class"][classes[0].class_id]["total"] == 0
     drops = {d["description_id"]: d["reason"] for d in stats["drops"]}
     assert drops == {r["description_id"]: reason for r, (_, _, reason) in zip(records, inputs) if reason}

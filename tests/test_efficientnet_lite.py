@@ -39,7 +39,9 @@ def initialised_tower(**config_kwargs) -> WVLPEfficientNetLiteModel:
 
 @pytest.fixture(scope="module")
 def reference_lite0() -> EfficientNet:
-    return EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(packaged_checkpoint_path("lite0"))).eval()
+    return EfficientNet.from_pretrained(
+        "efficientnet-lite0", weights_path=str(packaged_checkpoint_path("lite0"))
+    ).eval()
 
 
 @pytest.fixture(scope="module")

@@ -5,18 +5,44 @@ import json
 import pytest
 import torch
 
-from wvlp.data.template_corpus import write_template_corpus
 from wvlp.cli import main
+from wvlp.data.template_corpus import write_template_corpus
 
-RETRIEVAL_KEYS = {"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum",
-                  "i2t_mean_rank", "i2t_median_rank", "t2i_mean_rank", "t2i_median_rank"}
+RETRIEVAL_KEYS = {
+    "i2t_r1",
+    "i2t_r5",
+    "i2t_r10",
+    "t2i_r1",
+    "t2i_r5",
+    "t2i_r10",
+    "rsum",
+    "i2t_mean_rank",
+    "i2t_median_rank",
+    "t2i_mean_rank",
+    "t2i_median_rank",
+}
 
 
 def test_wvlp_evaluate_writes_the_eval_json(saved_model, tmp_path, capsys):
     corpus = write_template_corpus(tmp_path / "corpus", images_per_split=20)
     out = tmp_path / "eval" / "fashion-mnist.json"
-    main(["evaluate", "--model", str(saved_model), "--task", "all", "--data", str(corpus), "--itm-k", "4",
-          "--holdout-classes", "Bag,Sandal", "--out", str(out)])
+    main(
+        [
+            "evaluate",
+            "--model",
+            str(saved_model),
+            "--task",
+            "all",
+            "--data",
+            str(corpus),
+            "--itm-k",
+            "4",
+            "--holdout-classes",
+            "Bag,Sandal",
+            "--out",
+            str(out),
+        ]
+    )
     record = json.loads(out.read_text())
     assert set(record) == {"schema", "model", "data", "command", "created", "metrics"}
     assert record["schema"] == "wvlp-eval/1"
@@ -27,7 +53,9 @@ def test_wvlp_evaluate_writes_the_eval_json(saved_model, tmp_path, capsys):
     assert data["num_texts"] > 0
     assert data["classnames_file"] == "evaluation/prompts/fashion_mnist_classnames.txt"
     assert data["templates_file"] == "evaluation/prompts/templates_v1.txt"
-    assert record["command"].startswith("wvlp evaluate --model ") and "--holdout-classes Bag,Sandal" in record["command"]
+    assert (
+        record["command"].startswith("wvlp evaluate --model ") and "--holdout-classes Bag,Sandal" in record["command"]
+    )
     metrics = record["metrics"]
     assert set(metrics) == {"zero_shot", "zero_shot_descriptions", "retrieval", "linear_probe"}
     zero_shot = metrics["zero_shot"]
@@ -37,8 +65,13 @@ def test_wvlp_evaluate_writes_the_eval_json(saved_model, tmp_path, capsys):
     retrieval = metrics["retrieval"]
     assert retrieval["itm_k"] == 4 and set(retrieval["itc"]) == set(retrieval["itm"]) == RETRIEVAL_KEYS
     assert set(metrics["linear_probe"]) == {"top1", "train_samples"} and metrics["linear_probe"]["train_samples"] == 20
-    fractions = [zero_shot["top1"], zero_shot["top5"], zero_shot["seen_top1"], zero_shot["unseen_top1"],
-                 *(v for k, v in retrieval["itc"].items() if "_r" in k and "rank" not in k)]
+    fractions = [
+        zero_shot["top1"],
+        zero_shot["top5"],
+        zero_shot["seen_top1"],
+        zero_shot["unseen_top1"],
+        *(v for k, v in retrieval["itc"].items() if "_r" in k and "rank" not in k),
+    ]
     assert all(0.0 <= f <= 1.0 for f in fractions)
     for side in ("confusion.json", "confusion.png", "retrieval_examples.json", "retrieval_examples.png"):
         assert (out.parent / f"fashion-mnist.{side}").stat().st_size > 0
@@ -46,8 +79,23 @@ def test_wvlp_evaluate_writes_the_eval_json(saved_model, tmp_path, capsys):
 
     # ITC only, one task: the other metrics are absent
     only = tmp_path / "retrieval.json"
-    main(["evaluate", "--model", str(saved_model), "--task", "retrieval", "--data", str(corpus), "--itm-k", "0",
-          "--max-images", "8", "--out", str(only)])
+    main(
+        [
+            "evaluate",
+            "--model",
+            str(saved_model),
+            "--task",
+            "retrieval",
+            "--data",
+            str(corpus),
+            "--itm-k",
+            "0",
+            "--max-images",
+            "8",
+            "--out",
+            str(only),
+        ]
+    )
     record = json.loads(only.read_text())
     assert set(record["metrics"]) == {"retrieval"} and "itm" not in record["metrics"]["retrieval"]
     assert record["data"]["num_images"] == 8 and record["data"]["templates_file"] is None
@@ -59,8 +107,14 @@ def test_evaluate_model_accepts_a_loaded_model(saved_model, tmp_path):
 
     model, processor = load_model(saved_model)
     images = [torch.rand(3, 32, 32) for _ in range(4)]
-    data = EvalData("toy", "test", images, ["a red shoe", "a blue bag", "a bag", "a coat", "a hat"],
-                    image_groups=[0, 1, 2, 3], text_groups=[0, 1, 1, 2, 3])
+    data = EvalData(
+        "toy",
+        "test",
+        images,
+        ["a red shoe", "a blue bag", "a bag", "a coat", "a hat"],
+        image_groups=[0, 1, 2, 3],
+        text_groups=[0, 1, 1, 2, 3],
+    )
     record = evaluate_model(model, data, processor=processor, itm_k=2)
     assert set(record["metrics"]) == {"retrieval"}  # no labels: zero-shot and probe skipped under "all"
     assert record["model"]["config_sha256"] == evaluate_model(saved_model, data, itm_k=0)["model"]["config_sha256"]

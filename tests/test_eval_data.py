@@ -18,12 +18,22 @@ def karpathy_fixture(tmp_path):
         folder = "val2014" if i % 2 == 0 else "train2014"
         (root / folder).mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (12 + i, 10), (20 * i, 0, 0)).save(root / folder / f"img{i}.jpg")
-        sentences = [{"raw": f"caption {j} of image {i} ", "tokens": [], "imgid": i, "sentid": 10 * i + j}
-                     for j in range(1 + i % 3)]
+        sentences = [
+            {"raw": f"caption {j} of image {i} ", "tokens": [], "imgid": i, "sentid": 10 * i + j}
+            for j in range(1 + i % 3)
+        ]
         if i == 2:
             sentences.append({"raw": "   ", "tokens": [], "imgid": i, "sentid": 99})
-        entries.append({"filepath": folder, "filename": f"img{i}.jpg", "imgid": i, "split": split,
-                        "sentences": sentences, "cocoid": 1000 + i})
+        entries.append(
+            {
+                "filepath": folder,
+                "filename": f"img{i}.jpg",
+                "imgid": i,
+                "split": split,
+                "sentences": sentences,
+                "cocoid": 1000 + i,
+            }
+        )
     path = tmp_path / "dataset_coco.json"
     path.write_text(json.dumps({"images": entries, "dataset": "coco"}))
     return path, root
@@ -61,15 +71,22 @@ def test_caption_dataset_with_list_and_string_captions(tmp_path):
     images = [Image.new("RGB", (8, 8), (i * 40, 0, 0)) for i in range(3)]
     dataset = datasets.Dataset.from_dict(
         {"image": images, "captions": [["a", "b"], ["c"], ["d", "e", "f"]], "label": [0, 1, 0]},
-        features=datasets.Features({"image": datasets.Image(), "captions": datasets.List(datasets.Value("string")),
-                                    "label": datasets.ClassLabel(names=["red", "dark"])}))
+        features=datasets.Features(
+            {
+                "image": datasets.Image(),
+                "captions": datasets.List(datasets.Value("string")),
+                "label": datasets.ClassLabel(names=["red", "dark"]),
+            }
+        ),
+    )
     datasets.DatasetDict({"test": dataset}).save_to_disk(str(tmp_path / "ds"))
     data = load_eval_data(tmp_path / "ds")
     assert data.texts == list("abcdef") and data.text_groups.tolist() == [0, 0, 1, 2, 2, 2]
     assert data.labels.tolist() == [0, 1, 0] and data.label_names == ["red", "dark"]
     assert np.asarray(data.images[2]).shape == (8, 8, 3)
-    single = load_caption_dataset(dataset.rename_column("captions", "caption").map(
-        lambda row: {"caption": row["caption"][0]}))
+    single = load_caption_dataset(
+        dataset.rename_column("captions", "caption").map(lambda row: {"caption": row["caption"][0]})
+    )
     assert single.texts == ["a", "c", "d"]
     with pytest.raises(ValueError, match="no caption column"):
         load_caption_dataset(dataset.remove_columns("captions"))

@@ -37,7 +37,8 @@ def test_evaluate_module_loads_offline_and_returns_the_same_numbers():
     itm = rng.random((6, 14))
     text_groups = [0, 0, 1, 2, 2, 2, 3, 3, 4, 5, 5, 1, 4, 0]
     out = evaluate.load(str(METRIC_DIR), "retrieval").compute(
-        predictions=scores, references=list(range(6)), text_groups=text_groups, itm_k=4, itm_scores=itm)
+        predictions=scores, references=list(range(6)), text_groups=text_groups, itm_k=4, itm_scores=itm
+    )
     i2t = rank_scores(scores, np.arange(6), text_groups, k=10)
     t2i = rank_scores(scores.T, text_groups, np.arange(6), k=10)
     assert out["itc"] == pytest.approx(retrieval_metrics(i2t.ranks, t2i.ranks))
@@ -47,7 +48,8 @@ def test_evaluate_module_loads_offline_and_returns_the_same_numbers():
     logits = rng.random((8, 3)).astype(np.float32)
     labels = [0, 1, 2, 0, 1, 2, 0, 1]
     zero_shot = evaluate.load(str(METRIC_DIR), "zero_shot").compute(
-        predictions=logits, references=labels, classnames=["a", "b", "c"], holdout=[2])
+        predictions=logits, references=labels, classnames=["a", "b", "c"], holdout=[2]
+    )
     expected, _ = zero_shot_metrics(torch.from_numpy(logits), labels, ["a", "b", "c"], {2})
     assert zero_shot.pop("per_class") == pytest.approx(expected.pop("per_class"))
     assert zero_shot == pytest.approx(expected)
@@ -56,8 +58,10 @@ def test_evaluate_module_loads_offline_and_returns_the_same_numbers():
 @pytest.mark.parametrize("shuffle", [False, True])
 @pytest.mark.parametrize("length,world", [(10, 3), (7, 4), (2, 3), (8, 2)])
 def test_padding_duplicates_of_a_distributed_sampler_are_not_counted(length, world, shuffle):
-    per_rank = [list(DistributedSampler(range(length), num_replicas=world, rank=r, shuffle=shuffle, seed=1))
-                for r in range(world)]
+    per_rank = [
+        list(DistributedSampler(range(length), num_replicas=world, rank=r, shuffle=shuffle, seed=1))
+        for r in range(world)
+    ]
     assert sum(map(len, per_rank)) >= length  # the sampler pads with repeats
     indices = [torch.tensor(ix) for ix in per_rank]
     values = [10.0 * torch.tensor(ix, dtype=torch.float32)[:, None] for ix in per_rank]  # "model output" per sample
@@ -65,4 +69,3 @@ def test_padding_duplicates_of_a_distributed_sampler_are_not_counted(length, wor
     assert merged.squeeze(1).tolist() == [10.0 * i for i in range(length)]
     with pytest.raises(ValueError, match="computed by no rank"):
         merge_by_index(indices[:1], values[:1], length)
-

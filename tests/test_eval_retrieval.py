@@ -56,8 +56,10 @@ def test_ranks_match_reference_with_ties_and_multiple_positives(seed, chunk):
         positive = [bool(g == text_groups[q]) for g in image_groups]
         assert t2i.ranks[q] == reference_rank(scores[:, q].tolist(), positive)
     metrics = retrieval_metrics(i2t.ranks, t2i.ranks)
-    ranks = [reference_rank(scores[q].tolist(), [bool(g == image_groups[q]) for g in text_groups])
-             for q in range(len(image_groups))]
+    ranks = [
+        reference_rank(scores[q].tolist(), [bool(g == image_groups[q]) for g in text_groups])
+        for q in range(len(image_groups))
+    ]
     assert metrics["i2t_r5"] == pytest.approx(sum(r <= 5 for r in ranks) / len(ranks))
     assert metrics["i2t_median_rank"] == pytest.approx(float(np.median(ranks)))
     assert metrics["rsum"] == pytest.approx(sum(metrics[f"{d}_r{k}"] for d in ("i2t", "t2i") for k in (1, 5, 10)))
@@ -138,13 +140,28 @@ def test_faiss_handles_duplicate_features_like_brute_force():
 def test_evaluate_retrieval_block_and_errors():
     images, texts = random_features(10, 8, 4), random_features(20, 8, 5)
     groups = np.repeat(np.arange(10), 2)
-    result = evaluate_retrieval(images, texts, np.arange(10), groups, itm_k=4,
-                                itm_scores=lambda i, t: (images[i] * texts[t]).sum(-1).numpy())
+    result = evaluate_retrieval(
+        images, texts, np.arange(10), groups, itm_k=4, itm_scores=lambda i, t: (images[i] * texts[t]).sum(-1).numpy()
+    )
     block = result.metrics()
     assert set(block) == {"itm_k", "itc", "itm"}
-    assert set(block["itc"]) == set(block["itm"]) == {
-        "i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum",
-        "i2t_mean_rank", "i2t_median_rank", "t2i_mean_rank", "t2i_median_rank"}
+    assert (
+        set(block["itc"])
+        == set(block["itm"])
+        == {
+            "i2t_r1",
+            "i2t_r5",
+            "i2t_r10",
+            "t2i_r1",
+            "t2i_r5",
+            "t2i_r10",
+            "rsum",
+            "i2t_mean_rank",
+            "i2t_median_rank",
+            "t2i_mean_rank",
+            "t2i_median_rank",
+        }
+    )
     assert block["itm"] == block["itc"]  # ITM = ITC here, so re-ranking keeps every rank
     with pytest.raises(ValueError, match="no positive"):
         rank_scores(np.zeros((2, 3)), [0, 9], [0, 1, 1])

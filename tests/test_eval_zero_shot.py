@@ -22,6 +22,7 @@ from wvlp.evaluation.zero_shot import (
     zero_shot_accuracy,
     zero_shot_metrics,
 )
+
 from tests.helpers import tiny_config_kwargs
 
 
@@ -69,8 +70,7 @@ def test_template_and_description_ensembles_match_numpy(tiny_model_and_processor
 
 
 def test_seen_unseen_harmonic_by_hand():
-    logits = torch.tensor([[3.0, 1, 0, 0], [0, 2, 1, 0], [0, 0, 1, 5], [1, 0, 0, 2],
-                           [0, 0, 4, 0], [0, 3, 1, 0]])
+    logits = torch.tensor([[3.0, 1, 0, 0], [0, 2, 1, 0], [0, 0, 1, 5], [1, 0, 0, 2], [0, 0, 4, 0], [0, 3, 1, 0]])
     labels = [0, 1, 3, 3, 2, 2]  # predictions 0, 1, 3, 3, 2, 1
     metrics, matrix = zero_shot_metrics(logits, labels, ["a", "b", "c", "d"], holdout={2, 3})
     seen, unseen = 2 / 2, 3 / 4
@@ -90,7 +90,9 @@ def test_seen_unseen_harmonic_by_hand():
 def test_prompt_files_follow_the_label_ids():
     names = load_classnames(FASHION_MNIST_CLASSNAMES)
     assert names.label_names == CLASS_NAMES
-    assert names.prompt_names == tuple(c.prompt_name for c in sorted(FashionMNISTSource().classes, key=lambda c: c.label))
+    assert names.prompt_names == tuple(
+        c.prompt_name for c in sorted(FashionMNISTSource().classes, key=lambda c: c.label)
+    )
     assert names.path == "evaluation/prompts/fashion_mnist_classnames.txt"
     templates = load_templates(DEFAULT_TEMPLATES)
     assert templates[0] == "a photo of a {}." and all(t.count("{}") == 1 for t in templates)

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from wvlp.data.template_corpus import write_template_corpus
-from tests.helpers import tree
 from wvlp.cli import main
 from wvlp.common.errors import USER_ERROR_STATUS, is_user_error, run_command
 from wvlp.common.safe_io import RUN, UnsafeOutputError, check_writable
+from wvlp.data.template_corpus import write_template_corpus
+
+from tests.helpers import tree
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,12 +25,23 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
 
 
-@pytest.mark.parametrize("command, config, message", [
-    (["-m", "wvlp.cli", "describe"], "seed: abc\n", "wvlp describe: describe config bad.yaml: seed='abc': expected an integer"),
-    (["-m", "wvlp.cli", "describe"], "", "wvlp describe: describe config bad.yaml is empty"),
-    ([str(ROOT / "train" / "run.py")], "training:\n  learning_rate: abc\n", "train/run.py: training.learning_rate='abc'"),
-    (["-m", "wvlp.cli", "train"], "data: [1, 2]\n", "wvlp train: "),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "command, config, message",
+    [
+        (
+            ["-m", "wvlp.cli", "describe"],
+            "seed: abc\n",
+            "wvlp describe: describe config bad.yaml: seed='abc': expected an integer",
+        ),
+        (["-m", "wvlp.cli", "describe"], "", "wvlp describe: describe config bad.yaml is empty"),
+        (
+            [str(ROOT / "train" / "run.py")],
+            "training:\n  learning_rate: abc\n",
+            "train/run.py: training.learning_rate='abc'",
+        ),
+        (["-m", "wvlp.cli", "train"], "data: [1, 2]\n", "wvlp train: "),
+    ],
+)
 def test_user_errors_are_one_line_with_status_2(tmp_path, command, config, message):
     (tmp_path / "bad.yaml").write_text(config)
     proc = cli(*command, "--config", "bad.yaml", cwd=tmp_path)

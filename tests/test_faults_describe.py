@@ -14,13 +14,14 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from wvlp.common.safe_io import MARKER, LockHeldError, UnsafeOutputError
 from wvlp.data.describe import GenerationCache, generate_descriptions, generation_key
 from wvlp.data.pipeline import DescribeConfig, load_describe_config, run_describe
 from wvlp.data.prompts import PromptTemplate
 from wvlp.data.sources import FashionMNISTSource
+
 from tests.helpers import EchoBackend, make_images, png_bytes, save_hf, tree
 from tests.openai_server import OpenAIStubServer
-from wvlp.common.safe_io import MARKER, LockHeldError, UnsafeOutputError
 
 SHAPE = PromptTemplate("shape", "Describe the {label}.", "appearance")
 PROMPTS = textwrap.dedent("""
@@ -43,10 +44,15 @@ def settings(tmp_path):
     (tmp_path / "knowledge.txt").write_text("boots cover the foot\ncoats are worn outdoors\na bag holds things\n")
 
     def make(server, source: dict, **overrides) -> DescribeConfig:
-        values = dict(output=str(tmp_path / "corpus"), source=source, prompts=str(tmp_path / "prompts.yaml"),
-                      llm={"type": "server", "base_url": server.base_url, "concurrency": 4}, samples_per_prompt=2,
-                      knowledge={"sources": [{"text_file": str(tmp_path / "knowledge.txt")}], "k": 1},
-                      cleaning={"min_similarity": 0.0, "min_words": 1})  # fmt: skip
+        values = dict(
+            output=str(tmp_path / "corpus"),
+            source=source,
+            prompts=str(tmp_path / "prompts.yaml"),
+            llm={"type": "server", "base_url": server.base_url, "concurrency": 4},
+            samples_per_prompt=2,
+            knowledge={"sources": [{"text_file": str(tmp_path / "knowledge.txt")}], "k": 1},
+            cleaning={"min_similarity": 0.0, "min_words": 1},
+        )
         return DescribeConfig(**{**values, **overrides})
 
     return make
@@ -112,8 +118,13 @@ HOLDER = textwrap.dedent("""
 
 def test_a_second_writer_of_a_cache_is_refused_and_no_row_is_lost(tmp_path):
     cache = tmp_path / "gen.jsonl"
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(cache)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True, cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(cache)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     try:
         assert holder.stdout.readline().strip() == "ready"
         classes = FashionMNISTSource().classes[:1]
@@ -167,9 +178,12 @@ def test_a_cache_whose_class_ids_now_name_other_classes_is_refused(tmp_path):
     classes = FashionMNISTSource().classes[:1]
     cache = tmp_path / "gen.jsonl"
     key = generation_key(classes[0].class_id, "shape", 0)
-    cache.write_text(json.dumps({"key": key, "class_id": classes[0].class_id, "class_name": "Sneaker",
-                                 "raw_text": "a shoe"}) + "\n")
-    with pytest.raises(ValueError, match="belongs to other classes: 'T-shirt/top' .* has cached descriptions of 'Sneaker'"):
+    cache.write_text(
+        json.dumps({"key": key, "class_id": classes[0].class_id, "class_name": "Sneaker", "raw_text": "a shoe"}) + "\n"
+    )
+    with pytest.raises(
+        ValueError, match="belongs to other classes: 'T-shirt/top' .* has cached descriptions of 'Sneaker'"
+    ):
         generate_descriptions(classes, [SHAPE], EchoBackend(), 1, cache, None, seed=0, progress=False)
 
 
@@ -206,7 +220,9 @@ def test_exif_orientation_is_applied_to_stored_images(tmp_path, server, settings
 def test_cmyk_jpeg_and_float_tiff_are_converted_not_fatal(tmp_path, server, settings):
     images = make_images(tmp_path / "images", {"boot": 1, "coat": 1})
     Image.new("CMYK", (12, 12), (0, 255, 255, 0)).save(images / "boot" / "print.jpg")  # pure red in print colours
-    Image.fromarray(np.linspace(0, 1, 144, dtype=np.float32).reshape(12, 12), mode="F").save(images / "coat" / "scan.tif")
+    Image.fromarray(np.linspace(0, 1, 144, dtype=np.float32).reshape(12, 12), mode="F").save(
+        images / "coat" / "scan.tif"
+    )
     corpus = run_describe(settings(server, {"type": "imagefolder", "root": str(images)}))
     rows = {r["image_id"]: Image.open(io.BytesIO(r["image"]["bytes"])) for r in image_rows(corpus)}
     cmyk, tiff = rows["train/boot/print.jpg"], rows["train/coat/scan.tif"]
@@ -244,11 +260,17 @@ def test_every_class_gets_held_out_descriptions_or_the_run_fails(tmp_path, serve
 # ------------------------------------------------------------- 11, 15, 16: class names, checked before generation
 
 
-@pytest.mark.parametrize("folders, message", [
-    (("Sandal", "sandal"), "classes 'Sandal' and 'sandal' have the same prompt name"),
-    (("Bag", "bag "), "class folders 'Bag' and 'bag ' |classes 'Bag' and 'bag' have the same prompt name"),
-    (("boot", "boot "), "class folders 'boot' and 'boot ' have the same name once surrounding spaces are stripped"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "folders, message",
+    [
+        (("Sandal", "sandal"), "classes 'Sandal' and 'sandal' have the same prompt name"),
+        (("Bag", "bag "), "class folders 'Bag' and 'bag ' |classes 'Bag' and 'bag' have the same prompt name"),
+        (
+            ("boot", "boot "),
+            "class folders 'boot' and 'boot ' have the same name once surrounding spaces are stripped",
+        ),
+    ],
+)
 def test_colliding_class_names_are_refused_before_generation(tmp_path, server, settings, folders, message):
     images = make_images(tmp_path / "images", dict.fromkeys(folders, 1))
     with pytest.raises(ValueError, match=message):
@@ -265,21 +287,27 @@ def test_a_class_wordnet_does_not_know(tmp_path, server, settings):
     corpus = run_describe(settings(server, source, knowledge={"sources": ["wordnet"], "k": 1}))
     stats = json.loads((corpus / "stats.json").read_text())
     assert stats["knowledge"]["classes_without_wordnet"] == ["Zorblax 3000 🚀"]
-    assert "Classes WordNet does not know (no WordNet-based knowledge): Zorblax 3000 🚀" in (corpus / "README.md").read_text()
+    assert (
+        "Classes WordNet does not know (no WordNet-based knowledge): Zorblax 3000 🚀"
+        in (corpus / "README.md").read_text()
+    )
 
 
 # -------------------------------------------------------------------------- 12, 21: config values, checked up front
 
 
-@pytest.mark.parametrize("text, message", [
-    ("", "is empty: give at least `output` and `source`"),
-    ("- output: x\n", "must be a mapping of keys to values, not a list"),
-    ("seed: abc\n", "seed='abc': expected an integer"),
-    ("heldout_fraction: abc\n", "heldout_fraction='abc': expected a number"),
-    ("samples_per_prompt: 0\n", "samples_per_prompt=0: must be >= 1"),
-    ("sample_per_prompt: 2\n", "unknown key\\(s\\): sample_per_prompt"),
-    ("source: fashion-mnist\n", "source='fashion-mnist': expected a mapping"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "is empty: give at least `output` and `source`"),
+        ("- output: x\n", "must be a mapping of keys to values, not a list"),
+        ("seed: abc\n", "seed='abc': expected an integer"),
+        ("heldout_fraction: abc\n", "heldout_fraction='abc': expected a number"),
+        ("samples_per_prompt: 0\n", "samples_per_prompt=0: must be >= 1"),
+        ("sample_per_prompt: 2\n", "unknown key\\(s\\): sample_per_prompt"),
+        ("source: fashion-mnist\n", "source='fashion-mnist': expected a mapping"),
+    ],
+)
 def test_bad_describe_config_values_name_the_field(tmp_path, text, message):
     path = tmp_path / "describe.yaml"
     path.write_text(text)

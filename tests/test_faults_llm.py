@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pytest
 
 from wvlp.data.llm import BackendUnavailableError, GenerationRequest, GenerationResult, ServerBackend, build_backend
+
 from tests.helpers import chat, run
 from tests.openai_server import OpenAIStubServer, last_user_message
 

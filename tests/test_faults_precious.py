@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.helpers import cli_args, make_images, tree
-from tests.openai_server import OpenAIStubServer
 from wvlp.cli import main
 from wvlp.common.errors import USER_ERROR_STATUS
+
+from tests.helpers import cli_args, make_images, tree
+from tests.openai_server import OpenAIStubServer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,10 +24,15 @@ def precious(tmp_path) -> Path:
     project writes, so only a refusal keeps them (a layout check that looked at names alone would take it)."""
     folder = tmp_path / "precious"
     for name, content in {
-        "notes.txt": b"years of work", "README.md": b"# my project", "stats.json": b'{"mine": 1}',
-        "metrics.json": b'{"accuracy": 0.99}', "data/table.csv": b"a,b\n1,2\n", "checkpoint-1/optimizer.pt": b"\x00" * 64,
-        "model/model.safetensors": np.random.default_rng(0).bytes(256), "model/config.json": b'{"mine": true}',
-    }.items():  # fmt: skip
+        "notes.txt": b"years of work",
+        "README.md": b"# my project",
+        "stats.json": b'{"mine": 1}',
+        "metrics.json": b'{"accuracy": 0.99}',
+        "data/table.csv": b"a,b\n1,2\n",
+        "checkpoint-1/optimizer.pt": b"\x00" * 64,
+        "model/model.safetensors": np.random.default_rng(0).bytes(256),
+        "model/config.json": b'{"mine": true}',
+    }.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(content)
     return folder
@@ -45,8 +51,15 @@ def test_describe_leaves_a_precious_output_folder_alone(tmp_path, precious, caps
     before = tree(precious)
     with OpenAIStubServer() as server:
         config = tmp_path / "describe.yaml"
-        config.write_text(yaml.safe_dump({"source": {"type": "imagefolder", "root": str(images)}, "samples_per_prompt": 1,
-                                          "llm": {"type": "server", "base_url": server.base_url}}))
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "source": {"type": "imagefolder", "root": str(images)},
+                    "samples_per_prompt": 1,
+                    "llm": {"type": "server", "base_url": server.base_url},
+                }
+            )
+        )
         err = refused(["describe", "--config", str(config), "--output", str(precious)], capsys)
         assert server.requests == []
     assert f"output {precious} holds files this project did not write" in err
@@ -59,8 +72,19 @@ def test_training_leaves_a_precious_output_folder_alone(tmp_path, precious, caps
     corpus = write_template_corpus(tmp_path / "corpus", images_per_split=8)
     before = tree(precious)
     for resume in ([], ["--resume"]):
-        err = refused(["train", "--config", str(ROOT / "train" / "configs" / "tiny.yaml"), "--set",
-                       f"data.path={corpus}", "--set", f"training.output_dir={precious}", *resume], capsys)
+        err = refused(
+            [
+                "train",
+                "--config",
+                str(ROOT / "train" / "configs" / "tiny.yaml"),
+                "--set",
+                f"data.path={corpus}",
+                "--set",
+                f"training.output_dir={precious}",
+                *resume,
+            ],
+            capsys,
+        )
         assert str(precious) in err and "training.output_dir" in err
         assert tree(precious) == before
 
@@ -69,15 +93,41 @@ def test_evaluate_leaves_a_precious_folder_alone(tmp_path, precious, capsys, rel
     before = tree(precious)
     model, corpus = release["run"] / "model", release["corpus"]
     for out in ("stats.json", "metrics.json", "model/config.json"):
-        err = refused(["evaluate", "--model", str(model), "--data", str(corpus), "--task", "zero-shot",
-                       "--out", str(precious / out)], capsys)
+        err = refused(
+            [
+                "evaluate",
+                "--model",
+                str(model),
+                "--data",
+                str(corpus),
+                "--task",
+                "zero-shot",
+                "--out",
+                str(precious / out),
+            ],
+            capsys,
+        )
         assert "would be overwritten" in err
-    main(["evaluate", "--model", str(model), "--data", str(corpus), "--task", "zero-shot",
-          "--out", str(precious / "eval" / "zero_shot.json")])
+    main(
+        [
+            "evaluate",
+            "--model",
+            str(model),
+            "--data",
+            str(corpus),
+            "--task",
+            "zero-shot",
+            "--out",
+            str(precious / "eval" / "zero_shot.json"),
+        ]
+    )
     after = tree(precious)
     assert {name: after[name] for name in before} == before  # only new files, in a new subfolder
-    assert set(after) - set(before) <= {"eval/zero_shot.json", "eval/zero_shot.confusion.json",
-                                        "eval/zero_shot.confusion.png"}
+    assert set(after) - set(before) <= {
+        "eval/zero_shot.json",
+        "eval/zero_shot.confusion.json",
+        "eval/zero_shot.confusion.png",
+    }
     assert json.loads((precious / "eval" / "zero_shot.json").read_text())["schema"] == "wvlp-eval/1"
 
 

@@ -14,6 +14,7 @@ from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegac
 
 from wvlp.modeling.pretrained_assets import minilm_path
 from wvlp.modeling.processing_wvlp import WVLPProcessor, register_processor_auto_classes
+
 from tests.helpers import CHILD, pil_inputs, pv, rgb_u8
 
 ORIENTATION = 0x0112
@@ -41,8 +42,12 @@ def _auto_processor_child(folder: pathlib.Path, tmp_path: pathlib.Path) -> subpr
     env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "hf_modules"), TOKENIZERS_PARALLELISM="false")
     return subprocess.run(
         [sys.executable, "-c", CHILD, str(folder), str(image), json.dumps(CAPTIONS), str(tmp_path / "child.pt")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_save_pretrained_writes_tokenizer_json_only(saved):
@@ -91,8 +96,9 @@ def test_slow_tokenizer_folder_without_vocab_names_vocab_txt(processor, tmp_path
     slow = BertTokenizerLegacy.from_pretrained(minilm_path())
     WVLPProcessor(processor.image_processor, slow).save_pretrained(tmp_path)
     assert json.loads((tmp_path / "tokenizer_config.json").read_text())["tokenizer_class"] == "BertTokenizerLegacy"
-    assert torch.equal(WVLPProcessor.from_pretrained(tmp_path)(text=CAPTIONS)["input_ids"],
-                       processor(text=CAPTIONS)["input_ids"])  # fmt: skip
+    assert torch.equal(
+        WVLPProcessor.from_pretrained(tmp_path)(text=CAPTIONS)["input_ids"], processor(text=CAPTIONS)["input_ids"]
+    )
     (tmp_path / "vocab.txt").unlink()
     with pytest.raises(FileNotFoundError) as info:
         WVLPProcessor.from_pretrained(tmp_path)

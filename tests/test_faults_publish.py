@@ -9,22 +9,38 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import TOKEN, cli_args
-from wvlp.common.errors import USER_ERROR_STATUS
 from wvlp.cli import main as wvlp
+from wvlp.common.errors import USER_ERROR_STATUS
 from wvlp.release.publish import PublishError, check_model_folder
 
+from tests.helpers import TOKEN, cli_args
+
 SPACE = Path(__file__).resolve().parents[1] / "spaces_demo"
-MODEL_FILES = {"config.json", "model.safetensors", "configuration_wvlp.py", "modeling_wvlp.py", "losses.py",
-               "modeling_bridge.py", "modeling_efficientnet_lite.py", "modeling_text.py", "processing_wvlp.py",
-               "image_processing_wvlp.py", "processor_config.json", "tokenizer.json", "tokenizer_config.json",
-               "README.md"}  # fmt: skip
+MODEL_FILES = {
+    "config.json",
+    "model.safetensors",
+    "configuration_wvlp.py",
+    "modeling_wvlp.py",
+    "losses.py",
+    "modeling_bridge.py",
+    "modeling_efficientnet_lite.py",
+    "modeling_text.py",
+    "processing_wvlp.py",
+    "image_processing_wvlp.py",
+    "processor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "README.md",
+}
 
 
 def hashes(folder: Path) -> dict[str, str]:
     """sha256 of every file under `folder`, by relative path."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def copy_of(source: Path, target: Path, extra: dict[str, str] | None = None, drop: tuple[str, ...] = ()) -> Path:
@@ -77,8 +93,11 @@ def refused(args: list[str], capsys) -> str:
 def test_republishing_the_staging_folder_keeps_every_input(release, hub, tmp_path, monkeypatch, capsys):
     """Defect 1: `--model out/release/model --staging out/release` (the demo's release) used to delete its inputs."""
     monkeypatch.chdir(tmp_path)
-    corpus = copy_of(release["corpus"], tmp_path / "corpus",
-                     {".wvlp-output.json": '{"kind": "corpus", "written_by": "wvlp"}\n', "stats.json": "{}\n"})
+    corpus = copy_of(
+        release["corpus"],
+        tmp_path / "corpus",
+        {".wvlp-output.json": '{"kind": "corpus", "written_by": "wvlp"}\n', "stats.json": "{}\n"},
+    )
     space = copy_of(SPACE, tmp_path / "space", {"examples/shoe.png": "png", "__pycache__/app.cpython-312.pyc": ""})
     wvlp(publish_args(release, release["run"] / "model", corpus, space, "--dry-run"))  # as the demo does
     staging = Path("out/release")
@@ -133,19 +152,25 @@ def test_staging_inside_an_input_is_refused(release, hub, tmp_path, capsys):
     """Defect 1: a staging inside an input would be copied into itself; refused, naming both."""
     corpus = copy_of(release["corpus"], tmp_path / "corpus")
     before = hashes(corpus)
-    err = refused(publish_args(release, release["run"], corpus, SPACE, "--dry-run", "--staging",
-                               str(corpus / "release")), capsys)  # fmt: skip
+    err = refused(
+        publish_args(release, release["run"], corpus, SPACE, "--dry-run", "--staging", str(corpus / "release")), capsys
+    )
     assert f"--staging {corpus / 'release'} is or lies inside --dataset {corpus}" in err
     assert hashes(corpus) == before and hub.calls == []
 
 
 EXTRAS = {
-    "model": {".env": f"HF_TOKEN={TOKEN}\n", "pytorch_model.bin": "pickle", "training_args.bin": "pickle",
-              "checkpoint-5/model.safetensors": "old", "checkpoint-5/optimizer.pt": "state",
-              "convert_minilm.py": "# not referenced by any auto_map"},
+    "model": {
+        ".env": f"HF_TOKEN={TOKEN}\n",
+        "pytorch_model.bin": "pickle",
+        "training_args.bin": "pickle",
+        "checkpoint-5/model.safetensors": "old",
+        "checkpoint-5/optimizer.pt": "state",
+        "convert_minilm.py": "# not referenced by any auto_map",
+    },
     "dataset": {".env": f"HF_TOKEN={TOKEN}\n", "notes.txt": "draft", "data/images/labels.csv": "0,1"},
     "space": {".env": f"HF_TOKEN={TOKEN}\n", "deploy.pem": "key", "id_rsa": "key", "hf_token.txt": TOKEN},
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("kind", sorted(EXTRAS))
@@ -154,8 +179,18 @@ def test_files_outside_the_allow_list_are_refused_by_name(release, hub, tmp_path
     sources = {"model": release["run"] / "model", "dataset": release["corpus"], "space": SPACE}
     sources[kind] = copy_of(sources[kind], tmp_path / kind, EXTRAS[kind])
     before = hashes(sources[kind])
-    err = refused(publish_args(release, sources["model"], sources["dataset"], sources["space"], "--dry-run",
-                               "--staging", str(tmp_path / "staging")), capsys)  # fmt: skip
+    err = refused(
+        publish_args(
+            release,
+            sources["model"],
+            sources["dataset"],
+            sources["space"],
+            "--dry-run",
+            "--staging",
+            str(tmp_path / "staging"),
+        ),
+        capsys,
+    )
     assert f"--{kind} {sources[kind]} holds files a release does not publish" in err
     for name in EXTRAS[kind]:
         assert name in err, name
@@ -165,8 +200,10 @@ def test_files_outside_the_allow_list_are_refused_by_name(release, hub, tmp_path
 def test_model_without_tokenizer_is_refused_before_staging(release, hub, tmp_path, capsys):
     """Defect 7: without tokenizer.json the processor builds a placeholder vocabulary and the model scores chance."""
     model = copy_of(release["run"] / "model", tmp_path / "model", drop=("tokenizer.json",))
-    err = refused(publish_args(release, model, release["corpus"], SPACE, "--dry-run", "--staging",
-                               str(tmp_path / "staging")), capsys)  # fmt: skip
+    err = refused(
+        publish_args(release, model, release["corpus"], SPACE, "--dry-run", "--staging", str(tmp_path / "staging")),
+        capsys,
+    )
     assert f"--model {model}: tokenizer.json is missing" in err
     assert not (tmp_path / "staging").exists()
 
@@ -191,11 +228,13 @@ def _with_too_many_tokens():
 
 @pytest.mark.parametrize(
     ("make_tokenizer", "problem"),
-    [(lambda: _placeholder_tokenizer(0), r"its tokenizer has only 5 tokens .*\[UNK\] only"),
-     (lambda: _placeholder_tokenizer(2000), r"its tokenizer turns 'a photo of a black .*' into \[UNK\] only"),
-     (_with_too_many_tokens, r"its tokenizer has 30530 tokens, more than the text_config.vocab_size 30522")],
+    [
+        (lambda: _placeholder_tokenizer(0), r"its tokenizer has only 5 tokens .*\[UNK\] only"),
+        (lambda: _placeholder_tokenizer(2000), r"its tokenizer turns 'a photo of a black .*' into \[UNK\] only"),
+        (_with_too_many_tokens, r"its tokenizer has 30530 tokens, more than the text_config.vocab_size 30522"),
+    ],
     ids=["five-tokens", "all-unk", "larger-than-the-model"],
-)  # fmt: skip
+)
 def test_fresh_process_check_rejects_a_wrong_vocabulary(release, tmp_path, make_tokenizer, problem):
     """Defect 7: the fresh-process check must tokenize a sentence, not only load the processor."""
     from wvlp.modeling import WVLPImageProcessor, WVLPProcessor
@@ -203,23 +242,38 @@ def test_fresh_process_check_rejects_a_wrong_vocabulary(release, tmp_path, make_
     model = copy_of(release["run"] / "model", tmp_path / "model", drop=("tokenizer.json", "tokenizer_config.json"))
     WVLPProcessor(WVLPImageProcessor(size=32), make_tokenizer(), max_length=16).save_pretrained(model)
     assert (model / "tokenizer.json").is_file()  # a saved tokenizer, so the check holds however the processor loads
-    with pytest.raises(PublishError, match=rf"the staged model {re.escape(str(model))} loads but would evaluate at "
-                                           rf"chance: {problem}"):
+    with pytest.raises(
+        PublishError,
+        match=rf"the staged model {re.escape(str(model))} loads but would evaluate at "
+        rf"chance: {problem}",
+    ):
         check_model_folder(model)
 
 
 @pytest.mark.parametrize(
     ("kind", "name", "text", "problem"),
-    [("model", "config.json", "{not json", "is not valid JSON: Expecting property name"),
-     ("model", "processor_config.json", "[1, 2", "is not valid JSON: Expecting"),
-     ("model", "config.json", "[1, 2]", "holds a JSON list, not an object"),
-     ("space", "README.md", "---\nsdk: [gradio\n---\n# demo\n", "does not parse: while parsing a flow sequence")],
-)  # fmt: skip
+    [
+        ("model", "config.json", "{not json", "is not valid JSON: Expecting property name"),
+        ("model", "processor_config.json", "[1, 2", "is not valid JSON: Expecting"),
+        ("model", "config.json", "[1, 2]", "holds a JSON list, not an object"),
+        ("space", "README.md", "---\nsdk: [gradio\n---\n# demo\n", "does not parse: while parsing a flow sequence"),
+    ],
+)
 def test_broken_json_or_card_names_the_file(release, hub, tmp_path, capsys, kind, name, text, problem):
     """Defect 24: an unparsable config.json (or card) used to end in a traceback that did not name the file."""
     sources = {"model": release["run"] / "model", "dataset": release["corpus"], "space": SPACE}
     sources[kind] = copy_of(sources[kind], tmp_path / kind, {name: text})
-    err = refused(publish_args(release, sources["model"], sources["dataset"], sources["space"], "--dry-run",
-                               "--staging", str(tmp_path / "staging")), capsys)  # fmt: skip
+    err = refused(
+        publish_args(
+            release,
+            sources["model"],
+            sources["dataset"],
+            sources["space"],
+            "--dry-run",
+            "--staging",
+            str(tmp_path / "staging"),
+        ),
+        capsys,
+    )
     assert str(sources[kind] / name) in err and problem in err
     assert hub.calls == []

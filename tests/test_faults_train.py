@@ -12,12 +12,12 @@ import torch
 import transformers.modeling_utils
 from safetensors.torch import load_file
 
+from wvlp.common.safe_io import MARKER, UnsafeOutputError
 from wvlp.data.template_corpus import write_template_corpus
 from wvlp.modeling import WVLPForPreTraining
 from wvlp.train.config import load_config
 from wvlp.train.run import holdout_labels, train
 from wvlp.train.trainer import NonFiniteLossError
-from wvlp.common.safe_io import MARKER, UnsafeOutputError
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "train" / "configs" / "tiny.yaml"
@@ -60,27 +60,39 @@ def assert_same_tensors(a: Path, b: Path) -> None:
 
 def snapshot(folder: Path) -> dict[str, str | None]:
     """Every path under `folder` with the SHA-256 of its bytes (None for folders)."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
-            for p in sorted(folder.rglob("*"))}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+        for p in sorted(folder.rglob("*"))
+    }
 
 
 # --- A. config validation up front ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("override, message", [
-    ("training.seed=abc", "training.seed='abc': expected an integer"),
-    ("data.mlm_probability=2.0", "data.mlm_probability=2.0: must be in [0, 1)"),
-    ("training.learning_rate=0", "training.learning_rate=0: must be > 0"),
-    ("training.learning_rate=abc", "training.learning_rate='abc': expected a number"),
-    ("training.per_device_train_batch_size=0", "training.per_device_train_batch_size=0: must be >= 1"),
-    ("training.gradient_accumulation_steps=0", "training.gradient_accumulation_steps=0: must be >= 1"),
-    ("training.weight_decay=-0.1", "training.weight_decay=-0.1: must be >= 0"),
-    ("training.max_steps=0", "training.max_steps=0: must be >= 1"),
-    ("data.max_length=1", "data.max_length=1: must be >= 2"),
-    ("lora.towers=[text, eyes]", "lora.towers=['text', 'eyes']: item 'eyes': expected one of text, fusion, vision"),
-    ("run.zero_shot_templates=[a photo]", "run.zero_shot_templates=['a photo']: item 'a photo': must be a template"),
-    ("data=[1, 2]", "data=[1, 2]: expected a mapping of data.* keys"),
-    ("run=3", "run=3: expected a mapping of run.* keys"),
-])
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("training.seed=abc", "training.seed='abc': expected an integer"),
+        ("data.mlm_probability=2.0", "data.mlm_probability=2.0: must be in [0, 1)"),
+        ("training.learning_rate=0", "training.learning_rate=0: must be > 0"),
+        ("training.learning_rate=abc", "training.learning_rate='abc': expected a number"),
+        ("training.per_device_train_batch_size=0", "training.per_device_train_batch_size=0: must be >= 1"),
+        ("training.gradient_accumulation_steps=0", "training.gradient_accumulation_steps=0: must be >= 1"),
+        ("training.weight_decay=-0.1", "training.weight_decay=-0.1: must be >= 0"),
+        ("training.max_steps=0", "training.max_steps=0: must be >= 1"),
+        ("data.max_length=1", "data.max_length=1: must be >= 2"),
+        (
+            "lora.towers=[text, eyes]",
+            "lora.towers=['text', 'eyes']: item 'eyes': expected one of text, fusion, vision",
+        ),
+        (
+            "run.zero_shot_templates=[a photo]",
+            "run.zero_shot_templates=['a photo']: item 'a photo': must be a template",
+        ),
+        ("data=[1, 2]", "data=[1, 2]: expected a mapping of data.* keys"),
+        ("run=3", "run=3: expected a mapping of run.* keys"),
+    ],
+)
 def test_a_bad_value_is_refused_naming_the_field_and_value(override, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         load_config(TINY, [override])
@@ -114,10 +126,13 @@ def test_a_single_holdout_class_name_holds_out_exactly_that_class(corpus, tmp_pa
     names = datasets.load_dataset(str(corpus), "images")["train"].features["label"].names
     assert holdout_labels(names, config.data.holdout_classes) == {names.index("Bag")}
     metrics = train(config)
-    assert "zero_shot_unseen_top1" in metrics["zero_shot_after"] and "zero_shot_seen_top1" in metrics["zero_shot_after"]
+    assert (
+        "zero_shot_unseen_top1" in metrics["zero_shot_after"] and "zero_shot_seen_top1" in metrics["zero_shot_after"]
+    )
 
 
 # --- B. a corrupt newest checkpoint does not block --resume --------------------------------------------------------
+
 
 @pytest.mark.parametrize("broken", ["model.safetensors", "optimizer.pt", "trainer_state.json"])
 def test_b_resume_falls_back_to_the_newest_intact_checkpoint(corpus, base_run, tmp_path, broken):
@@ -143,6 +158,7 @@ def test_b_resume_with_every_checkpoint_broken_names_the_files(corpus, base_run,
 
 # --- C. a full disk while checkpointing, and the NaN guard ---------------------------------------------------------
 
+
 def fail_when_writing_checkpoint_4(monkeypatch, target, name: str, error: Exception) -> None:
     """Makes `target.name` (a file writer) raise `error` for files of checkpoint-4, as a full disk would."""
     original = getattr(target, name)
@@ -155,14 +171,26 @@ def fail_when_writing_checkpoint_4(monkeypatch, target, name: str, error: Except
     monkeypatch.setattr(target, name, writer)
 
 
-@pytest.mark.parametrize("target, name, error, disk", [
-    (torch, "save", RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 1472 vs 1360"),
-     "the disk may be full"),
-    (transformers.modeling_utils, "safe_save_file", OSError(errno.ENOSPC, "No space left on device"),
-     "the disk is full (ENOSPC)"),
-])
-def test_c_full_disk_names_the_checkpoint_and_keeps_the_previous_one(corpus, base_run, tmp_path, monkeypatch,
-                                                                     target, name, error, disk):
+@pytest.mark.parametrize(
+    "target, name, error, disk",
+    [
+        (
+            torch,
+            "save",
+            RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 1472 vs 1360"),
+            "the disk may be full",
+        ),
+        (
+            transformers.modeling_utils,
+            "safe_save_file",
+            OSError(errno.ENOSPC, "No space left on device"),
+            "the disk is full (ENOSPC)",
+        ),
+    ],
+)
+def test_c_full_disk_names_the_checkpoint_and_keeps_the_previous_one(
+    corpus, base_run, tmp_path, monkeypatch, target, name, error, disk
+):
     out = tmp_path / "run"
     fail_when_writing_checkpoint_4(monkeypatch, target, name, error)
     with pytest.raises(RuntimeError) as raised:
@@ -208,6 +236,7 @@ def test_c_nan_guard_before_any_checkpoint_says_none_was_saved(corpus, tmp_path,
 
 
 # --- D. the output folder ------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("resume", [None, True])
 def test_d_a_folder_of_other_files_is_refused_untouched(corpus, tmp_path, resume):

@@ -17,6 +17,7 @@ from wvlp.data.llm import (
     ServerBackend,
     build_backend,
 )
+
 from tests.helpers import chat, run
 from tests.openai_server import OpenAIStubServer
 
@@ -182,7 +183,9 @@ def test_build_backend_validates_spec(token):
 LABELS = ("T-shirt", "Sneaker", "Bag")
 
 
-def describe(label: str, seed: int | None = 0, temperature: float = 0.9, max_new_tokens: int = 40) -> GenerationRequest:
+def describe(
+    label: str, seed: int | None = 0, temperature: float = 0.9, max_new_tokens: int = 40
+) -> GenerationRequest:
     messages = [{"role": "user", "content": f"Describe what a {label} looks like in one sentence."}]
     return GenerationRequest(label, messages, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
 

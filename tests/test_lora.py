@@ -4,14 +4,17 @@ import torch
 from peft import PeftModel
 
 from wvlp.modeling import WVLPConfig, WVLPForPreTraining
-from tests.helpers import tiny_batch, tiny_config_kwargs
 from wvlp.train.config import LoraArgs
 from wvlp.train.lora import FULLY_TRAINED, apply_lora
+
+from tests.helpers import tiny_batch, tiny_config_kwargs
 
 
 def outputs(model, batch):
     with torch.no_grad():
-        out = model(pixel_values=batch["pixel_values"], input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        out = model(
+            pixel_values=batch["pixel_values"], input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        )
     return out.logits_per_image
 
 
@@ -29,7 +32,7 @@ def test_lora_trains_only_adapters_and_named_modules_then_merges(tmp_path):
 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     batch = tiny_batch()
-    for step in range(3):
+    for _ in range(3):
         optimizer.zero_grad()
         model(**batch).loss.backward()
         optimizer.step()
@@ -43,8 +46,11 @@ def test_lora_trains_only_adapters_and_named_modules_then_merges(tmp_path):
     assert not [k for k in changed if k.startswith("text_model.embeddings") or "layer_norm" in k or ".norm." in k]
     # The EMA teacher follows the merged student weights.
     # (m * x + (1 - m) * x is x only up to rounding, hence the tolerance.)
-    teacher_moved = {k for k, v in base.teacher.named_parameters()
-                     if not torch.allclose(v, before[f"teacher.{k}"], atol=1e-6, rtol=0)}
+    teacher_moved = {
+        k
+        for k, v in base.teacher.named_parameters()
+        if not torch.allclose(v, before[f"teacher.{k}"], atol=1e-6, rtol=0)
+    }
     assert teacher_moved <= changed and {"vision_proj.weight", "text_proj.weight"} <= teacher_moved
     assert any(k.startswith("text_model.layers.0.self_attn") for k in teacher_moved)
 

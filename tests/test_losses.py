@@ -6,6 +6,7 @@ import torch
 
 from wvlp.modeling import WVLPForPreTraining
 from wvlp.modeling.losses import contrastive_loss, positive_targets, sample_hard_negatives
+
 from tests.helpers import tiny_batch
 
 
@@ -13,19 +14,25 @@ def loop_contrastive(rows, columns, row_cats, col_cats, col_valid, temperature, 
     """Category-aware soft-target cross-entropy, one scalar at a time."""
     total = 0.0
     for i in range(len(rows)):
+
         def log_softmax(vectors):
-            scores = [sum(a * b for a, b in zip(vectors[i], columns[j])) / temperature if col_valid[j] else None
-                      for j in range(len(columns))]
+            scores = [
+                sum(a * b for a, b in zip(vectors[i], columns[j])) / temperature if col_valid[j] else None
+                for j in range(len(columns))
+            ]
             top = max(s for s in scores if s is not None)
             norm = top + math.log(sum(math.exp(s - top) for s in scores if s is not None))
             return [s - norm if s is not None else None for s in scores]
+
         student = log_softmax(rows)
         positives = [1.0 if col_valid[j] and col_cats[j] == row_cats[i] else 0.0 for j in range(len(columns))]
         hard = [p / sum(positives) for p in positives]
         targets = hard
         if teacher_rows is not None:
             teacher = log_softmax(teacher_rows)
-            targets = [alpha * (math.exp(t) if t is not None else 0.0) + (1 - alpha) * h for t, h in zip(teacher, hard)]
+            targets = [
+                alpha * (math.exp(t) if t is not None else 0.0) + (1 - alpha) * h for t, h in zip(teacher, hard)
+            ]
         total -= sum(t * s for t, s in zip(targets, student) if t > 0)
     return total / len(rows)
 
@@ -42,8 +49,16 @@ def test_contrastive_loss_matches_loop_reference():
     targets = positive_targets(row_cats, col_cats, col_valid)
     for alpha in (0.0, 0.4):
         got = contrastive_loss(rows, columns, targets, temperature, col_valid, teacher, alpha)
-        want = loop_contrastive(rows.tolist(), columns.tolist(), row_cats.tolist(), col_cats.tolist(),
-                                col_valid.tolist(), 0.07, teacher.tolist() if alpha else None, alpha)
+        want = loop_contrastive(
+            rows.tolist(),
+            columns.tolist(),
+            row_cats.tolist(),
+            col_cats.tolist(),
+            col_valid.tolist(),
+            0.07,
+            teacher.tolist() if alpha else None,
+            alpha,
+        )
         assert abs(got.item() - want) < 1e-4, (alpha, got.item(), want)
 
 

@@ -11,10 +11,18 @@ from safetensors import safe_open
 from transformers import AutoModel, AutoModelForPreTraining
 
 from wvlp.modeling import WVLPConfig, WVLPForPreTraining, WVLPModel
+
 from tests.helpers import tiny_batch, tiny_config_kwargs
 
-VIT = dict(model_type="vit", hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-           image_size=32, patch_size=8)
+VIT = dict(
+    model_type="vit",
+    hidden_size=32,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    intermediate_size=64,
+    image_size=32,
+    patch_size=8,
+)
 
 
 @pytest.mark.parametrize(
@@ -38,8 +46,9 @@ def test_invalid_config_names_the_field(overrides, field):
 
 def model_outputs(model: WVLPModel, batch: dict) -> dict:
     with torch.no_grad():
-        out = model(pixel_values=batch["pixel_values"], input_ids=batch["input_ids"],
-                    attention_mask=batch["attention_mask"])
+        out = model(
+            pixel_values=batch["pixel_values"], input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        )
         itm = model.itm_score(batch["input_ids"], batch["attention_mask"], pixel_values=batch["pixel_values"])
     return {"logits": out.logits_per_image, "image": out.image_embeds, "text": out.text_embeds, "itm": itm}
 
@@ -47,8 +56,13 @@ def model_outputs(model: WVLPModel, batch: dict) -> dict:
 def test_forward_shapes_and_normalised_embeddings(tiny_config):
     model = WVLPModel(tiny_config).eval()
     batch = tiny_batch()
-    out = model(pixel_values=batch["pixel_values"], input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"], category_ids=batch["category_ids"], return_loss=True)
+    out = model(
+        pixel_values=batch["pixel_values"],
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        category_ids=batch["category_ids"],
+        return_loss=True,
+    )
     assert out.logits_per_image.shape == (6, 6) and torch.equal(out.logits_per_text, out.logits_per_image.t())
     torch.testing.assert_close(out.image_embeds.norm(dim=-1), torch.ones(6))
     torch.testing.assert_close(out.text_embeds.norm(dim=-1), torch.ones(6))
@@ -152,16 +166,26 @@ def test_remote_code_reload_in_a_fresh_process(tiny_config, tmp_path):
     model.save_pretrained(folder)
     config = json.loads((folder / "config.json").read_text())
     assert config["auto_map"]["AutoModel"] == "modeling_wvlp.WVLPModel"
-    for name in ("configuration_wvlp.py", "modeling_wvlp.py", "modeling_text.py", "losses.py",
-                 "modeling_efficientnet_lite.py"):
+    for name in (
+        "configuration_wvlp.py",
+        "modeling_wvlp.py",
+        "modeling_text.py",
+        "losses.py",
+        "modeling_efficientnet_lite.py",
+    ):
         assert (folder / name).is_file(), name
     batch = tiny_batch()
     torch.save(batch, tmp_path / "batch.pt")
     script = tmp_path / "check.py"
     script.write_text(REMOTE_CHECK)
-    proc = subprocess.run([sys.executable, str(script), str(folder), str(tmp_path / "batch.pt"), str(tmp_path / "o.pt")],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    proc = subprocess.run(
+        [sys.executable, str(script), str(folder), str(tmp_path / "batch.pt"), str(tmp_path / "o.pt")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
     assert proc.returncode == 0, proc.stderr[:3000]
     remote = torch.load(tmp_path / "o.pt")
     assert remote["class"].startswith("transformers_modules.")

@@ -7,6 +7,7 @@ import torch
 from transformers import AutoModel
 
 from wvlp.modeling import PFormerModel
+
 from tests.helpers import tiny_lm, tiny_pformer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,8 +19,12 @@ def sentence_batch(batch: int = 6, length: int = 10, seed: int = 0) -> dict:
     input_ids[:, 0], input_ids[:, -1] = 101 % 120, 102 % 120
     lm_mask = torch.ones(batch, length - 2, dtype=torch.long)
     lm_mask[0, -3:] = 0
-    return dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                lm_input_ids=torch.randint(3, 120, (batch, length - 2), generator=g), lm_attention_mask=lm_mask)
+    return dict(
+        input_ids=input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        lm_input_ids=torch.randint(3, 120, (batch, length - 2), generator=g),
+        lm_attention_mask=lm_mask,
+    )
 
 
 def test_named_terms_and_weighted_total():
@@ -107,8 +112,16 @@ def test_run_py_trains_the_tiny_pformer(tmp_path):
 
     corpus = write_template_corpus(tmp_path / "corpus", images_per_split=4)
     out = tmp_path / "run"
-    metrics = main(["--config", str(ROOT / "train" / "configs" / "pformer-tiny.yaml"), "--set", f"data.path={corpus}",
-                    "--set", f"training.output_dir={out}"])
+    metrics = main(
+        [
+            "--config",
+            str(ROOT / "train" / "configs" / "pformer-tiny.yaml"),
+            "--set",
+            f"data.path={corpus}",
+            "--set",
+            f"training.output_dir={out}",
+        ]
+    )
     assert metrics["train"]["train_loss"] > 0 and metrics["train_sentences"] > 50
     assert metrics["heldout_perplexity_after"] > 1
     loaded = PFormerModel.from_pretrained(out / "model")

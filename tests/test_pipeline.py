@@ -13,6 +13,7 @@ from datasets import Features
 from huggingface_hub import DatasetCard
 
 from wvlp.data.pipeline import DescribeConfig, run_describe
+
 from tests.openai_server import OpenAIStubServer
 
 KNOWLEDGE = [
@@ -35,8 +36,11 @@ def corpus(tmp_path_factory):
     corpus_file.write_text("\n".join(KNOWLEDGE))
     with OpenAIStubServer(latency_s=0.005) as server:
         config = DescribeConfig(
-            output=str(tmp / "corpus"), llm={"type": "server", "base_url": server.base_url, "concurrency": 8},
-            samples_per_prompt=2, max_images_per_split=30, knowledge={"sources": [{"text_file": str(corpus_file)}], "k": 2},
+            output=str(tmp / "corpus"),
+            llm={"type": "server", "base_url": server.base_url, "concurrency": 8},
+            samples_per_prompt=2,
+            max_images_per_split=30,
+            knowledge={"sources": [{"text_file": str(corpus_file)}], "k": 2},
             cleaning={"min_similarity": 0.0},
         )
         folder = run_describe(config)
@@ -85,21 +89,32 @@ def test_fresh_process_load_dataset_equals_what_was_written(corpus, tmp_path):
     folder, _, _ = corpus
     script = tmp_path / "load.py"
     script.write_text(FRESH)
-    proc = subprocess.run([sys.executable, str(script), str(folder), str(tmp_path / "rows.json")], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin",
-                                                                             "HOME": str(tmp_path)})
+    proc = subprocess.run(
+        [sys.executable, str(script), str(folder), str(tmp_path / "rows.json")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     loaded = json.loads((tmp_path / "rows.json").read_text())
     card = DatasetCard.load(folder / "README.md").data
     declared = {info["config_name"]: Features._from_yaml_list(info["features"]) for info in card["dataset_info"]}
-    assert set(loaded) == {"images/train", "images/test", "descriptions/train", "descriptions/test",
-                           "raw_generations/train"}
+    assert set(loaded) == {
+        "images/train",
+        "images/test",
+        "descriptions/train",
+        "descriptions/test",
+        "raw_generations/train",
+    }
     for key, value in loaded.items():
         config, split = key.split("/")
         assert Features.from_dict(value["features"]) == declared[config], key
         assert value["rows"] == rows_as_written(folder, config, split), key
-        split_info = {s["name"]: s for info in card["dataset_info"] if info["config_name"] == config
-                      for s in info["splits"]}
+        split_info = {
+            s["name"]: s for info in card["dataset_info"] if info["config_name"] == config for s in info["splits"]
+        }
         assert split_info[split]["num_examples"] == len(value["rows"])
 
 
@@ -126,9 +141,12 @@ def test_rerun_reuses_the_cache(corpus):
     folder, _, tmp = corpus
     with OpenAIStubServer() as server:
         config = DescribeConfig(
-            output=str(folder), llm={"type": "server", "base_url": server.base_url},
-            samples_per_prompt=2, max_images_per_split=30,
-            knowledge={"sources": [{"text_file": str(tmp / "knowledge.txt")}], "k": 2}, cleaning={"min_similarity": 0.0},
+            output=str(folder),
+            llm={"type": "server", "base_url": server.base_url},
+            samples_per_prompt=2,
+            max_images_per_split=30,
+            knowledge={"sources": [{"text_file": str(tmp / "knowledge.txt")}], "k": 2},
+            cleaning={"min_similarity": 0.0},
         )
         run_describe(config)
         assert server.requests == []

@@ -16,6 +16,7 @@ from wvlp.modeling.configuration_wvlp import WVLPConfig
 from wvlp.modeling.image_processing_wvlp import WVLPImageProcessor
 from wvlp.modeling.pretrained_assets import DEFAULT_IMAGE_SIZE, build_default_processor, minilm_path
 from wvlp.modeling.processing_wvlp import WVLPProcessor, register_processor_auto_classes
+
 from tests.helpers import CHILD, S, pil_inputs, pv, rgb_u8
 
 STEP = 2 / 255  # one 8-bit level after the default normalisation ((x / 255 - 0.5) / 0.5)
@@ -332,8 +333,13 @@ def test_processor_text_and_image(processor, ip):
 def test_processor_errors(processor):
     with pytest.raises(ValueError, match="neither"):
         processor()
-    for text, pattern in (("", "text 0 is an empty"), ("   ", "text 0 is an empty"), (["ok", ""], "text 1 is an empty"),
-                          ([], "non-empty"), (["ok", 3], "text 1 is a int")):
+    for text, pattern in (
+        ("", "text 0 is an empty"),
+        ("   ", "text 0 is an empty"),
+        (["ok", ""], "text 1 is an empty"),
+        ([], "non-empty"),
+        (["ok", 3], "text 1 is a int"),
+    ):
         with pytest.raises(ValueError, match=pattern):
             processor(text=text, images=rgb_u8())
     with pytest.raises(ValueError, match="image 1"):
@@ -399,7 +405,11 @@ def test_fresh_subprocess_auto_processor_reload(tmp_path):
     result_file = tmp_path / "child.pt"
     child = subprocess.run(
         [sys.executable, "-c", CHILD, f"{alone},{with_config}", ",".join(images), json.dumps(texts), str(result_file)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert child.returncode == 0, child.stderr[-3000:]
     results = torch.load(result_file)

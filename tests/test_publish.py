@@ -6,10 +6,11 @@ import json
 import pytest
 from huggingface_hub import ModelCard
 
-from tests.helpers import EVAL, TOKEN, cli_args, load_app
-from wvlp.common.errors import USER_ERROR_STATUS
 from wvlp.cli import main as wvlp
+from wvlp.common.errors import USER_ERROR_STATUS
 from wvlp.release.model_card import EvalFileError, load_eval, render_model_card
+
+from tests.helpers import EVAL, TOKEN, cli_args, load_app
 
 
 def test_dry_run_stages_validates_and_uploads_nothing(release, hub, capsys):
@@ -18,8 +19,16 @@ def test_dry_run_stages_validates_and_uploads_nothing(release, hub, capsys):
     assert hub.calls == []
     assert "dry run: nothing uploaded" in out.out and TOKEN not in out.out + out.err
     staging = release["staging"]
-    for name in ("model.safetensors", "config.json", "modeling_wvlp.py", "configuration_wvlp.py",
-                 "processing_wvlp.py", "processor_config.json", "tokenizer.json", "README.md"):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "modeling_wvlp.py",
+        "configuration_wvlp.py",
+        "processing_wvlp.py",
+        "processor_config.json",
+        "tokenizer.json",
+        "README.md",
+    ):
         assert (staging / "model" / name).is_file(), name
         assert f"    {name} (" in out.out
     assert "model repo test-org/wvlp <- " in out.out
@@ -58,11 +67,16 @@ def test_failed_upload_then_rerun_completes_the_release(release, hub, capsys):
     assert hub.repos["test-org/wvlp-demo"]["type"] == "space"
     assert next(c for c in hub.calls if c[1] == "test-org/wvlp-demo")[2]["space_sdk"] == "gradio"
     staging = release["staging"]
-    for kind, repo in (("model", "test-org/wvlp"), ("dataset", "test-org/wvlp-descriptions"),
-                       ("space", "test-org/wvlp-demo")):  # fmt: skip
+    for kind, repo in (
+        ("model", "test-org/wvlp"),
+        ("dataset", "test-org/wvlp-descriptions"),
+        ("space", "test-org/wvlp-demo"),
+    ):
         staged = {str(p.relative_to(staging / kind)) for p in (staging / kind).rglob("*") if p.is_file()}
         assert set(hub.repos[repo]["files"]) == staged, kind
-    assert {"app.py", "requirements.txt", "README.md", "wvlp_space.json"} <= set(hub.repos["test-org/wvlp-demo"]["files"])
+    assert {"app.py", "requirements.txt", "README.md", "wvlp_space.json"} <= set(
+        hub.repos["test-org/wvlp-demo"]["files"]
+    )
     card = hub.repos["test-org/wvlp"]["files"]["README.md"].decode()
     assert "0.6123" in card and "61.23%" in card
 
@@ -97,8 +111,13 @@ def test_model_card_yaml_carries_the_numbers(tmp_path):
     finetuned = copy.deepcopy(EVAL)
     finetuned["model"]["stage"] = "fine-tuned"
     finetuned["metrics"] = {"zero_shot": {"top1": 0.7001, "top5": 0.97}}
-    card = render_model_card([EVAL, finetuned], model_id="org/wvlp", dataset_id="org/wvlp-descriptions",
-                             space_id="org/wvlp-demo", model_config={"embed_dim": 256, "fusion_layer": 3})
+    card = render_model_card(
+        [EVAL, finetuned],
+        model_id="org/wvlp",
+        dataset_id="org/wvlp-descriptions",
+        space_id="org/wvlp-demo",
+        model_config={"embed_dim": 256, "fusion_layer": 3},
+    )
     card.save(tmp_path / "README.md")
     loaded = ModelCard.load(tmp_path / "README.md")
     data = loaded.data.to_dict()
@@ -112,8 +131,17 @@ def test_model_card_yaml_carries_the_numbers(tmp_path):
     assert values[("RSUM (sum of the six recalls), ITC (pre-trained)", "fashion-mnist")] == 3.17
     assert values[("linear probe top-1 (pre-trained)", "fashion-mnist")] == 0.8344
     text = loaded.text
-    for fragment in ("61.23%", "83.44%", "T-shirt/top | 70.10%", EVAL["command"], "trust_remote_code=True",
-                     "LoRA", "hallucination", "28x28", "no image-caption pair"):
+    for fragment in (
+        "61.23%",
+        "83.44%",
+        "T-shirt/top | 70.10%",
+        EVAL["command"],
+        "trust_remote_code=True",
+        "LoRA",
+        "hallucination",
+        "28x28",
+        "no image-caption pair",
+    ):
         assert fragment in text, fragment
 
 

@@ -12,8 +12,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from tests.helpers import FOLDER, machine_kind, model_outputs, pretraining_outputs
 from wvlp.modeling import WVLPForPreTraining, WVLPModel
+
+from tests.helpers import FOLDER, machine_kind, model_outputs, pretraining_outputs
 
 
 @pytest.mark.skipif(not (FOLDER / "reference.safetensors").is_file(), reason="fixture not written")
@@ -22,7 +23,9 @@ def test_saved_checkpoints_give_identical_outputs():
     path = recorded_here if recorded_here.is_file() else FOLDER / "reference.safetensors"
     reference = load_file(str(path))
     batch = {k.removeprefix("input."): v for k, v in reference.items() if k.startswith("input.")}
-    got = {f"model.{k}": v for k, v in model_outputs(WVLPModel.from_pretrained(FOLDER / "model").eval(), batch).items()}
+    got = {
+        f"model.{k}": v for k, v in model_outputs(WVLPModel.from_pretrained(FOLDER / "model").eval(), batch).items()
+    }
     pretraining = WVLPForPreTraining.from_pretrained(FOLDER / "pretraining").eval()
     got |= {f"pretraining.{k}": v for k, v in pretraining_outputs(pretraining, batch).items()}
     expected = {k: v for k, v in reference.items() if not k.startswith("input.")}

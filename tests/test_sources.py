@@ -15,6 +15,7 @@ from wvlp.data.sources import (
     clean_label,
 )
 from wvlp.data.wordnet import WordNet
+
 from tests.helpers import png_bytes, save_hf
 
 BAG = "n02773037"
@@ -62,9 +63,15 @@ def test_fashion_mnist_streams_examples(fashion):
 
 @pytest.mark.parametrize(
     "name, expected",
-    [("T-shirt/top", "T-shirt or top"), ("Ankle boot", "ankle boot"), ("tench, Tinca tinca", "tench"),
-     ("Granny_Smith", "granny smith"), ("NASA rocket", "NASA rocket"), ("iPhone case", "iPhone case")],
-)  # fmt: skip
+    [
+        ("T-shirt/top", "T-shirt or top"),
+        ("Ankle boot", "ankle boot"),
+        ("tench, Tinca tinca", "tench"),
+        ("Granny_Smith", "granny smith"),
+        ("NASA rocket", "NASA rocket"),
+        ("iPhone case", "iPhone case"),
+    ],
+)
 def test_clean_label(name, expected):
     assert clean_label(name) == expected
 
@@ -92,14 +99,23 @@ def test_imagefolder_with_wordnet_ids_and_bad_files(tmp_path):
     boot, cat, bag = source.classes  # labels follow the sorted folder names
     assert (bag.label, bag.class_id, bag.name, bag.prompt_name) == (2, BAG, "bag", "bag")
     assert bag.gloss == WordNet.load().synset(BAG).gloss
-    assert (boot.label, boot.class_id, boot.name, boot.prompt_name) == (0, "imagefolder:Ankle_boot", "Ankle_boot", "ankle boot")
+    assert (boot.label, boot.class_id, boot.name, boot.prompt_name) == (
+        0,
+        "imagefolder:Ankle_boot",
+        "Ankle_boot",
+        "ankle boot",
+    )
     assert boot.gloss is None and cat.class_id == "imagefolder:cat"
     assert source.num_examples("train") == 9  # the .txt is not counted; the three bad images are
     examples = list(source.iter_examples("train"))
     assert [e.image_id for e in examples] == [
-        "train/Ankle_boot/img0.png", "train/Ankle_boot/img1.png", "train/Ankle_boot/img2.png", "train/cat/img0.png",
-        f"train/{BAG}/img0.png", f"train/{BAG}/img1.png",
-    ]  # fmt: skip
+        "train/Ankle_boot/img0.png",
+        "train/Ankle_boot/img1.png",
+        "train/Ankle_boot/img2.png",
+        "train/cat/img0.png",
+        f"train/{BAG}/img0.png",
+        f"train/{BAG}/img1.png",
+    ]
     assert [e.label for e in examples] == [0, 0, 0, 1, 2, 2]
     assert examples[0].image.getpixel((0, 0)) == (30, 30, 30)
     skipped = dict(source.skipped)
@@ -140,7 +156,10 @@ def test_hf_dataset_source(tmp_path, streaming):
     source = build_source({"type": "hf", "path": str(path), "streaming": streaming, "id_column": "id"})
     assert isinstance(source, HFDatasetSource) and source.name == "ds" and source.splits == ("train", "test")
     boot, bag = source.classes
-    assert (boot.class_id, boot.prompt_name) == ("ds:Ankle boot", "ankle boot") and (bag.class_id, bag.name) == (BAG, "bag")
+    assert (boot.class_id, boot.prompt_name) == ("ds:Ankle boot", "ankle boot") and (bag.class_id, bag.name) == (
+        BAG,
+        "bag",
+    )
     examples = list(source.iter_examples("train"))
     assert [(e.image_id, e.label) for e in examples] == [("row-0", 0), ("row-2", 1), ("row-3", 0)]
     assert all(isinstance(e.image, Image.Image) for e in examples)

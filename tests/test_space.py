@@ -119,13 +119,21 @@ def test_browser_search_and_classify(server, item_png, record_property):
 
     options = webdriver.ChromeOptions()
     options.binary_location = chromium  # the system browser; Selenium Manager never downloads one
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,1000"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1280,1000",
+    ):
         options.add_argument(flag)
     browser = webdriver.Chrome(service=Service(driver), options=options)
     try:
         wait = WebDriverWait(browser, 60)
         browser.get(server)
-        query = wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "#search-query textarea, #search-query input")))
+        query = wait.until(
+            ec.element_to_be_clickable((By.CSS_SELECTOR, "#search-query textarea, #search-query input"))
+        )
         query.clear()
         query.send_keys("a bag with a handle")
         browser.find_element(By.CSS_SELECTOR, "#search-button").click()

@@ -10,8 +10,12 @@ import pytest
 from studies.study import ARMS, summarise, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
-TOP1 = {"full": [0.50, 0.40, 0.45], "templates": [0.55, 0.47, 0.44], "full-unseen": [0.48, 0.41, 0.40],
-        "templates-unseen": [0.47, 0.45, 0.44]}
+TOP1 = {
+    "full": [0.50, 0.40, 0.45],
+    "templates": [0.55, 0.47, 0.44],
+    "full-unseen": [0.48, 0.41, 0.40],
+    "templates-unseen": [0.47, 0.45, 0.44],
+}
 
 
 def record(arm: str, seed: int) -> dict:
@@ -59,4 +63,6 @@ def test_committed_results_cover_every_arm_and_seed_with_the_documented_command(
         assert sorted(run["seed"] for run in arm["runs"]) == sorted(seeds), name
         assert arm["top1"]["mean"] == pytest.approx(statistics.fmean(run["top1"] for run in arm["runs"]))
     command = results["setup"]["command"]
-    assert command.startswith("python -m studies.study ") and f"`{command}`" in (ROOT / "docs" / "results.md").read_text()
+    assert (
+        command.startswith("python -m studies.study ") and f"`{command}`" in (ROOT / "docs" / "results.md").read_text()
+    )

@@ -20,8 +20,10 @@ from wvlp.train.run import build_model_and_processor, main
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = str(ROOT / "train" / "configs" / "tiny.yaml")
-VIT = ("model.config.vision_config={model_type: vit, hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, "
-       "intermediate_size: 64, image_size: 32, patch_size: 8}")
+VIT = (
+    "model.config.vision_config={model_type: vit, hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, "
+    "intermediate_size: 64, image_size: 32, patch_size: 8}"
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +32,15 @@ def corpus(tmp_path_factory) -> Path:
 
 
 def run_args(corpus: Path, out: Path, *extra: str) -> list[str]:
-    return ["--config", TINY, "--set", f"data.path={corpus}", "--set", f"training.output_dir={out}", *(
-        item for pair in (("--set", e) for e in extra) for item in pair)]
+    return [
+        "--config",
+        TINY,
+        "--set",
+        f"data.path={corpus}",
+        "--set",
+        f"training.output_dir={out}",
+        *(item for pair in (("--set", e) for e in extra) for item in pair),
+    ]
 
 
 def logged_losses(out: Path) -> dict[int, float]:
@@ -63,8 +72,22 @@ def test_tiny_run_trains_and_writes_the_run_folder(corpus, tmp_path):
 
 def test_accelerate_launch_cpu(corpus, tmp_path):
     out = tmp_path / "acc"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "train" / "run.py"), *run_args(corpus, out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--cpu",
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(ROOT / "train" / "run.py"),
+        *run_args(corpus, out),
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     losses = logged_losses(out)
@@ -86,9 +109,19 @@ def test_torchrun_two_processes_equal_one_process(corpus, tmp_path):
     single = tmp_path / "single"
     main(run_args(corpus, single, *common, "training.per_device_train_batch_size=8"))
     double = tmp_path / "double"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(free_port()), str(ROOT / "train" / "run.py"),
-           *run_args(corpus, double, *common, "training.per_device_train_batch_size=4")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        str(ROOT / "train" / "run.py"),
+        *run_args(corpus, double, *common, "training.per_device_train_batch_size=4"),
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a = load_file(str(single / "model" / "model.safetensors"))
@@ -125,12 +158,20 @@ def test_kill_and_resume_continues_exactly(corpus, tmp_path):
 def test_gradient_accumulation_is_the_mean_of_micro_batch_gradients(corpus, tmp_path):
     from wvlp.train.collator import DistillationCollator
 
-    overrides = ["training.max_steps=1", "training.gradient_accumulation_steps=4", "training.optim=sgd",
-                 "training.learning_rate=1.0", "training.lr_scheduler_type=constant", "training.max_grad_norm=0",
-                 "training.weight_decay=0", "training.save_steps=100", "model.config.itm_loss_weight=0",
-                 "run.alpha_warmup_steps=0",
-                 # Stochastic depth draws from the global RNG, which the Trainer and this loop advance differently.
-                 "model.config.vision_config={variant: lite0, image_size: 32, drop_connect_rate: 0.0}"]
+    overrides = [
+        "training.max_steps=1",
+        "training.gradient_accumulation_steps=4",
+        "training.optim=sgd",
+        "training.learning_rate=1.0",
+        "training.lr_scheduler_type=constant",
+        "training.max_grad_norm=0",
+        "training.weight_decay=0",
+        "training.save_steps=100",
+        "model.config.itm_loss_weight=0",
+        "run.alpha_warmup_steps=0",
+        # Stochastic depth draws from the global RNG, which the Trainer and this loop advance differently.
+        "model.config.vision_config={variant: lite0, image_size: 32, drop_connect_rate: 0.0}",
+    ]
     config = load_config(TINY, [f"data.path={corpus}", f"training.output_dir={tmp_path / 'ga'}"] + overrides)
     seen = []
     from wvlp.train import run as run_module

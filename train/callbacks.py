@@ -2,7 +2,7 @@
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from .trainer import unwrap_pretraining_model
+from wvlp.train.trainer import unwrap_pretraining_model
 
 
 class MomentumUpdateCallback(TrainerCallback):

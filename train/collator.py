@@ -54,7 +54,9 @@ class DescriptionPool:
         columns = set(descriptions.column_names)
         missing = {"text", "label"} - columns
         if missing:
-            raise ValueError(f"the descriptions dataset lacks the columns {sorted(missing)} (it has {sorted(columns)})")
+            raise ValueError(
+                f"the descriptions dataset lacks the columns {sorted(missing)} (it has {sorted(columns)})"
+            )
         knowledge = descriptions["knowledge_texts"] if "knowledge_texts" in columns else []
         teacher = np.asarray(descriptions["teacher_embedding"]) if "teacher_embedding" in columns else None
         return cls(list(descriptions["text"]), np.asarray(descriptions["label"]), list(knowledge), teacher)
@@ -64,7 +66,9 @@ class DescriptionPool:
         empty = sorted(set(labels) - set(self.rows_of))
         if empty:
             shown = [f"{label} ({names[label]})" if names and label in names else str(label) for label in empty]
-            raise ValueError(f"empty description pool for categories {', '.join(shown)}: nothing to pair their images with")
+            raise ValueError(
+                f"empty description pool for categories {', '.join(shown)}: nothing to pair their images with"
+            )
 
 
 @dataclass
@@ -133,7 +137,12 @@ def lm_sentence_tokens(tokenizer: Any, texts: list[str], max_length: int) -> tup
 
 
 def mask_tokens(
-    input_ids: torch.Tensor, special: torch.Tensor, rng: np.random.Generator, probability: float, mask_id: int, vocab_size: int
+    input_ids: torch.Tensor,
+    special: torch.Tensor,
+    rng: np.random.Generator,
+    probability: float,
+    mask_id: int,
+    vocab_size: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT masking of one row: `probability` of the non-special tokens; of those 80% [MASK], 10% random, 10% kept."""
     draws = torch.from_numpy(rng.random((3, input_ids.shape[0])))
@@ -221,7 +230,9 @@ class DistillationCollator:
         texts = [self.pool.texts[i] for i in picks]
         batch.update(self._tokenize(texts, self.max_length))
         if self.lm_tokenizer is not None:
-            batch["lm_input_ids"], batch["lm_attention_mask"] = lm_sentence_tokens(self.lm_tokenizer, texts, self.lm_max_length)
+            batch["lm_input_ids"], batch["lm_attention_mask"] = lm_sentence_tokens(
+                self.lm_tokenizer, texts, self.lm_max_length
+            )
 
         special = torch.isin(batch["input_ids"], self.special_ids) | (batch["attention_mask"] == 0)
         masked = [

@@ -139,7 +139,9 @@ RULES: dict[str, Rule] = {
     "training.per_device_train_batch_size": at_least(1),
     "training.per_device_eval_batch_size": at_least(1),
     "training.gradient_accumulation_steps": at_least(1),
-    "training.max_steps": lambda value: None if value == -1 or value >= 1 else "must be >= 1 (or -1: num_train_epochs)",
+    "training.max_steps": lambda value: (
+        None if value == -1 or value >= 1 else "must be >= 1 (or -1: num_train_epochs)"
+    ),
     "training.num_train_epochs": above(0),
     "training.warmup_steps": at_least(0),  # below 1: a fraction of the training steps
     "training.weight_decay": at_least(0),
@@ -170,7 +172,9 @@ def _build_section(name: str, cls: type, values: Any) -> Any:
         from wvlp.train.collator import AugmentConfig  # lazily: the collator imports the model package
 
         fields = {f.name for f in dataclasses.fields(AugmentConfig)}
-        checked["augment"] = check_section("data.augment", checked["augment"], fields, field_hints(AugmentConfig), RULES)
+        checked["augment"] = check_section(
+            "data.augment", checked["augment"], fields, field_hints(AugmentConfig), RULES
+        )
     return cls(**checked)
 
 
@@ -222,7 +226,9 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raw = {}
         if not isinstance(raw, dict):
             expected = ", ".join([*SECTIONS, "training"])
-            raise ValueError(f"config file {path}: expected a mapping of sections ({expected}), not a {type(raw).__name__}")
+            raise ValueError(
+                f"config file {path}: expected a mapping of sections ({expected}), not a {type(raw).__name__}"
+            )
     raw = apply_overrides(raw, overrides or [])
     unknown = sorted(str(name) for name in set(raw) - set(SECTIONS) - {"training"})
     if unknown:

@@ -4,9 +4,8 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from wvlp.modeling import WVLPForPreTraining, WVLPModel
-
-from .config import LoraArgs
-from .trainer import unwrap_pretraining_model
+from wvlp.train.config import LoraArgs
+from wvlp.train.trainer import unwrap_pretraining_model
 
 # Module-name patterns (PEFT regexes over the full names) of each tower; the teacher is never adapted.
 TOWER_PATTERNS = {

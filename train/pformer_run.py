@@ -18,6 +18,7 @@ import datasets
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, set_seed
 
+from wvlp.common.safe_io import atomic_write_text
 from wvlp.modeling import PFormerConfig, PFormerModel
 from wvlp.modeling.convert_minilm import load_bert_folder, text_config_from_bert
 from wvlp.modeling.modeling_bridge import freeze_language_model, load_lm_tokenizer, prompt_token_nll
@@ -26,12 +27,24 @@ from wvlp.train.collator import lm_sentence_tokens
 from wvlp.train.config import ModelArgs, RunConfig
 from wvlp.train.plots import plot_loss_curves
 from wvlp.train.trainer import NonFiniteLossError, WVLPTrainer, open_run_folder
-from wvlp.common.safe_io import atomic_write_text
 
-TINY_TEXT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                 max_position_embeddings=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-TINY_LM = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-               intermediate_size=64, max_position_embeddings=256)
+TINY_TEXT = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=128,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+)
+TINY_LM = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=256,
+)
 
 
 def smollm2_folder() -> Path:
@@ -40,7 +53,9 @@ def smollm2_folder() -> Path:
 
     gguf = default_gguf_path()
     # Same folder name as LocalTransformersBackend, so the description pipeline and P-Former share one copy.
-    return materialize_gguf(gguf, default_cache_dir() / "llm" / f"{gguf.name[: -len('.gguf')]}-{_sha256_prefix([gguf])}")
+    return materialize_gguf(
+        gguf, default_cache_dir() / "llm" / f"{gguf.name[: -len('.gguf')]}-{_sha256_prefix([gguf])}"
+    )
 
 
 def tiny_language_model(vocab_size: int, seed: int = 0) -> LlamaForCausalLM:
@@ -64,25 +79,37 @@ def load_frozen_language_model(spec: str, text_tokenizer, seed: int = 0) -> tupl
 
 def build_pformer(args: ModelArgs, prompt_dim: int, language_model_path: str | None) -> PFormerModel:
     """The P-Former chosen by `model.init`: default (MiniLM weights), tiny (random) or pretrained (a folder)."""
-    overrides = {k: float(v) if isinstance(v, int) and not isinstance(v, bool) and k.endswith(("_weight", "probability",
-                 "temperature", "smoothing")) else v for k, v in args.config.items()}
+    overrides = {
+        k: float(v)
+        if isinstance(v, int)
+        and not isinstance(v, bool)
+        and k.endswith(("_weight", "probability", "temperature", "smoothing"))
+        else v
+        for k, v in args.config.items()
+    }
     common = dict(prompt_dim=prompt_dim, language_model_path=language_model_path)
     if args.init == "default":
         bert_config = json.loads((minilm_path() / "config.json").read_text())
-        config = PFormerConfig(text_config=text_config_from_bert(bert_config, pooling="mean"), **{**common, **overrides})
+        config = PFormerConfig(
+            text_config=text_config_from_bert(bert_config, pooling="mean"), **{**common, **overrides}
+        )
         model = PFormerModel(config)
         model.text_model.load_state_dict(load_bert_folder(minilm_path()))
         return model
     if args.init == "tiny":
         text = {**TINY_TEXT, **overrides.pop("text_config", {})}
         text.setdefault("vocab_size", 30522)
-        return PFormerModel(PFormerConfig(text_config=text, **{"num_prompts": 4, "embed_dim": 16, **common, **overrides}))
+        return PFormerModel(
+            PFormerConfig(text_config=text, **{"num_prompts": 4, "embed_dim": 16, **common, **overrides})
+        )
     if args.init == "pretrained":
         if not args.path or not Path(args.path).is_dir():
             raise FileNotFoundError(f"model.path={args.path!r} is not a folder with a saved P-Former")
         model = PFormerModel.from_pretrained(args.path, **overrides)
         if model.config.prompt_dim != prompt_dim:
-            raise ValueError(f"{args.path}: prompts are {model.config.prompt_dim}-d, the LM's embeddings {prompt_dim}-d")
+            raise ValueError(
+                f"{args.path}: prompts are {model.config.prompt_dim}-d, the LM's embeddings {prompt_dim}-d"
+            )
         return model
     raise ValueError(f"model.init={args.init!r}: a P-Former run takes default, tiny or pretrained")
 
@@ -120,11 +147,16 @@ class PFormerCollator:
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         texts = [row["text"] if isinstance(row, dict) else row for row in rows]
-        encoded = self.text_tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                                      return_tensors="pt")
+        encoded = self.text_tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
         lm_input_ids, lm_attention_mask = self.lm_tokens(texts)
-        return dict(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"],
-                    lm_input_ids=lm_input_ids, lm_attention_mask=lm_attention_mask)
+        return dict(
+            input_ids=encoded["input_ids"],
+            attention_mask=encoded["attention_mask"],
+            lm_input_ids=lm_input_ids,
+            lm_attention_mask=lm_attention_mask,
+        )
 
 
 class PFormerTrainer(WVLPTrainer):
@@ -148,8 +180,9 @@ class PFormerTrainer(WVLPTrainer):
 
 
 @torch.no_grad()
-def sentence_perplexity(pformer: PFormerModel, collator: PFormerCollator, sentences: list[str],
-                        batch_size: int = 16) -> float:
+def sentence_perplexity(
+    pformer: PFormerModel, collator: PFormerCollator, sentences: list[str], batch_size: int = 16
+) -> float:
     """exp(mean NLL per LM token) of `sentences` regenerated by the frozen LM from their own P-Former prompts."""
     if not sentences:
         return float("nan")
@@ -159,7 +192,9 @@ def sentence_perplexity(pformer: PFormerModel, collator: PFormerCollator, senten
     for start in range(0, len(sentences), batch_size):
         batch = collator(sentences[start : start + batch_size])
         prompts = pformer.get_prompts(batch["input_ids"], batch["attention_mask"])
-        nll, n = prompt_token_nll(pformer.get_language_model(), prompts, batch["lm_input_ids"], batch["lm_attention_mask"])
+        nll, n = prompt_token_nll(
+            pformer.get_language_model(), prompts, batch["lm_input_ids"], batch["lm_attention_mask"]
+        )
         total, count = total + float(nll.sum()), count + int(n.sum())
     pformer.train(was_training)
     return math.exp(total / max(count, 1))
@@ -179,13 +214,23 @@ def train_pformer(config: RunConfig, resume: str | bool | None = None) -> dict:
     if config.data.max_train_samples:
         train_sentences = train_sentences[: config.data.max_train_samples]
     collator = PFormerCollator(text_tokenizer, lm_tokenizer, config.data.max_length, pargs.lm_max_length)
-    trainer = PFormerTrainer(model=model, args=args, data_collator=collator,
-                             train_dataset=datasets.Dataset.from_dict({"text": train_sentences}))
+    trainer = PFormerTrainer(
+        model=model,
+        args=args,
+        data_collator=collator,
+        train_dataset=datasets.Dataset.from_dict({"text": train_sentences}),
+    )
     before = sentence_perplexity(model, collator, eval_sentences)
     result = trainer.train(resume_from_checkpoint=checkpoint)
-    metrics = {"config": config.source, "kind": "pformer", "train": result.metrics,
-               "train_sentences": len(train_sentences), "eval_sentences": len(eval_sentences),
-               "heldout_perplexity_before": before, "heldout_perplexity_after": sentence_perplexity(model, collator, eval_sentences)}
+    metrics = {
+        "config": config.source,
+        "kind": "pformer",
+        "train": result.metrics,
+        "train_sentences": len(train_sentences),
+        "eval_sentences": len(eval_sentences),
+        "heldout_perplexity_before": before,
+        "heldout_perplexity_after": sentence_perplexity(model, collator, eval_sentences),
+    }
     if trainer.is_world_process_zero():
         out = Path(args.output_dir)
         if lm_path is None:  # a random tiny LM: keep it (it reads the text tokenizer's ids) so the folder is usable
@@ -200,5 +245,14 @@ def train_pformer(config: RunConfig, resume: str | bool | None = None) -> dict:
     return metrics
 
 
-__all__ = ["PFormerCollator", "PFormerTrainer", "build_pformer", "load_frozen_language_model", "load_sentences",
-           "sentence_perplexity", "smollm2_folder", "tiny_language_model", "train_pformer"]
+__all__ = [
+    "PFormerCollator",
+    "PFormerTrainer",
+    "build_pformer",
+    "load_frozen_language_model",
+    "load_sentences",
+    "sentence_perplexity",
+    "smollm2_folder",
+    "tiny_language_model",
+    "train_pformer",
+]

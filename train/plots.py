@@ -12,7 +12,9 @@ def plot_loss_curves(log_history: list[dict], folder: str | Path) -> list[Path]:
     """Writes `loss.png`, `itc_loss.png`, ... for every loss logged during training; returns the paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    terms = sorted({k for entry in log_history for k in entry if k.endswith("loss") and not k.startswith(("eval_", "train_"))})
+    terms = sorted(
+        {k for entry in log_history for k in entry if k.endswith("loss") and not k.startswith(("eval_", "train_"))}
+    )
     paths = []
     for term in terms:
         points = [(entry["step"], entry[term]) for entry in log_history if term in entry and "step" in entry]

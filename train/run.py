@@ -13,15 +13,14 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import sys
 from pathlib import Path
-
 
 import datasets
 import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer, set_seed
 
+from wvlp.common.safe_io import atomic_write_text
 from wvlp.evaluation.zero_shot import zero_shot_accuracy
 from wvlp.modeling import (
     WVLPConfig,
@@ -39,31 +38,43 @@ from wvlp.train.config import DataArgs, ModelArgs, RunConfig, load_config
 from wvlp.train.lora import apply_lora, merged_student
 from wvlp.train.plots import plot_loss_curves
 from wvlp.train.trainer import WVLPTrainer, open_run_folder
-from wvlp.common.safe_io import atomic_write_text
 
 IMAGE_COLUMNS = {"image", "label", "image_id"}
-TINY_TEXT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                 max_position_embeddings=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+TINY_TEXT = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=128,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+)
 
 
 def config_overrides(values: dict) -> dict:
     """`model.config` values as WVLPConfig fields: YAML's `0` is an int, and the strict config wants `0.0` for floats."""
     fields = {f.name: f.type for f in dataclasses.fields(WVLPConfig)}
-    return {k: float(v) if fields.get(k) is float and isinstance(v, int) and not isinstance(v, bool) else v
-            for k, v in values.items()}
+    return {
+        k: float(v) if fields.get(k) is float and isinstance(v, int) and not isinstance(v, bool) else v
+        for k, v in values.items()
+    }
 
 
 def build_model_and_processor(args: ModelArgs) -> tuple[WVLPForPreTraining, WVLPProcessor]:
     """The model to pre-train and its processor, as chosen by `model.init`."""
     overrides = config_overrides(args.config)
     if args.init == "default":
-        return (build_default_model(args.image_size, for_pretraining=True, **overrides),
-                build_default_processor(args.image_size))
+        return (
+            build_default_model(args.image_size, for_pretraining=True, **overrides),
+            build_default_processor(args.image_size),
+        )
     if args.init == "tiny":
         processor = build_default_processor(args.image_size)
         text = {**TINY_TEXT, "vocab_size": len(processor.tokenizer), **overrides.pop("text_config", {})}
         vision = overrides.pop("vision_config", dict(variant="lite0", image_size=args.image_size))
-        config = WVLPConfig(vision_config=vision, text_config=text, **{"fusion_layer": 1, "embed_dim": 32, **overrides})
+        config = WVLPConfig(
+            vision_config=vision, text_config=text, **{"fusion_layer": 1, "embed_dim": 32, **overrides}
+        )
         return WVLPForPreTraining(config), processor
     if args.init == "pretrained":
         if not args.path or not Path(args.path).is_dir():
@@ -78,17 +89,22 @@ def build_model_and_processor(args: ModelArgs) -> tuple[WVLPForPreTraining, WVLP
     if args.init == "paper":
         for name in ("vision_checkpoint", "text_checkpoint"):
             if not getattr(args, name) or not Path(getattr(args, name)).is_dir():
-                raise FileNotFoundError(f"model.{name}={getattr(args, name)!r}: init=paper needs a local checkpoint folder")
+                raise FileNotFoundError(
+                    f"model.{name}={getattr(args, name)!r}: init=paper needs a local checkpoint folder"
+                )
         vision = AutoModel.from_pretrained(args.vision_checkpoint)
         bert_config = json.loads((Path(args.text_checkpoint) / "config.json").read_text())
-        config = WVLPConfig(vision_config=vision.config, text_config=text_config_from_bert(bert_config, pooling="cls"),
-                            **overrides)
+        config = WVLPConfig(
+            vision_config=vision.config, text_config=text_config_from_bert(bert_config, pooling="cls"), **overrides
+        )
         model = WVLPForPreTraining(config)
         model.wvlp.vision_model.backbone.load_state_dict(vision.state_dict(), strict=False)
         model.wvlp.text_model.load_state_dict(load_bert_folder(args.text_checkpoint), strict=False)
         model.copy_student_to_teacher()
         image_size = getattr(vision.config, "image_size", args.image_size)
-        processor = WVLPProcessor(WVLPImageProcessor(size=image_size), AutoTokenizer.from_pretrained(args.text_checkpoint))
+        processor = WVLPProcessor(
+            WVLPImageProcessor(size=image_size), AutoTokenizer.from_pretrained(args.text_checkpoint)
+        )
         return model, processor
     raise ValueError(f"model.init={args.init!r}: expected default, tiny, pretrained or paper")
 
@@ -108,19 +124,25 @@ def attach_frozen_modules(model: WVLPForPreTraining, args: ModelArgs) -> object 
 
         config.language_model_path = model.wvlp.config.language_model_path = str(smollm2_folder())
     if not config.language_model_path or not Path(config.language_model_path, "config.json").is_file():
-        raise FileNotFoundError(f"model.config.language_model_path={config.language_model_path!r}: prompt_bridge needs "
-                                "the frozen LM's transformers folder (or 'smollm2' for the packaged one)")
+        raise FileNotFoundError(
+            f"model.config.language_model_path={config.language_model_path!r}: prompt_bridge needs "
+            "the frozen LM's transformers folder (or 'smollm2' for the packaged one)"
+        )
     language_model = load_language_model(config.language_model_path)
     width = language_model.get_input_embeddings().weight.shape[1]
     if width != config.bridge_prompt_dim:
-        raise ValueError(f"model.config.bridge_prompt_dim={config.bridge_prompt_dim} but the LM at "
-                         f"{config.language_model_path} has {width}-d input embeddings: they must be equal")
+        raise ValueError(
+            f"model.config.bridge_prompt_dim={config.bridge_prompt_dim} but the LM at "
+            f"{config.language_model_path} has {width}-d input embeddings: they must be equal"
+        )
     tokenizer = load_lm_tokenizer(config.language_model_path)
     model.attach_language_model(language_model, tokenizer)
     if config.pformer_alignment_loss_weight > 0:
         if not args.pformer_path or not Path(args.pformer_path).is_dir():
-            raise FileNotFoundError(f"model.pformer_path={args.pformer_path!r}: pformer_alignment_loss_weight > 0 needs "
-                                    "a trained P-Former folder (train one with model.kind: pformer)")
+            raise FileNotFoundError(
+                f"model.pformer_path={args.pformer_path!r}: pformer_alignment_loss_weight > 0 needs "
+                "a trained P-Former folder (train one with model.kind: pformer)"
+            )
         from wvlp.modeling import PFormerModel
 
         model.attach_pformer(PFormerModel.from_pretrained(args.pformer_path))
@@ -159,8 +181,17 @@ def holdout_labels(names: list[str], holdout: list[int | str]) -> set[int]:
 
 def config_hash(config: RunConfig) -> str:
     """A short hash of the whole run configuration, stored with the metrics."""
-    text = json.dumps({"model": vars(config.model), "data": vars(config.data), "run": vars(config.run),
-                       "lora": vars(config.lora), "training": config.training.to_dict()}, sort_keys=True, default=str)
+    text = json.dumps(
+        {
+            "model": vars(config.model),
+            "data": vars(config.data),
+            "run": vars(config.run),
+            "lora": vars(config.lora),
+            "training": config.training.to_dict(),
+        },
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -178,8 +209,10 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
     images, descriptions = load_corpus(config.data)
     model, processor = build_model_and_processor(config.model)
     if len(processor.tokenizer) > model.config.text_config.vocab_size:
-        raise ValueError(f"the tokenizer has {len(processor.tokenizer)} tokens but the text tower's vocabulary only "
-                         f"{model.config.text_config.vocab_size}: they do not belong together")
+        raise ValueError(
+            f"the tokenizer has {len(processor.tokenizer)} tokens but the text tower's vocabulary only "
+            f"{model.config.text_config.vocab_size}: they do not belong together"
+        )
     names = images[config.data.train_split].features["label"].names
     held_out = holdout_labels(names, config.data.holdout_classes)
     train_images = images[config.data.train_split]
@@ -200,9 +233,14 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
     model_config = model.config
     lm_tokenizer = attach_frozen_modules(model, config.model)
     collator = DistillationCollator(
-        processor, pool, seed=args.seed, max_length=config.data.max_length,
-        knowledge_max_length=config.data.knowledge_max_length, num_knowledge=config.data.num_knowledge,
-        mlm_probability=config.data.mlm_probability, augment=AugmentConfig(**config.data.augment),
+        processor,
+        pool,
+        seed=args.seed,
+        max_length=config.data.max_length,
+        knowledge_max_length=config.data.knowledge_max_length,
+        num_knowledge=config.data.num_knowledge,
+        mlm_probability=config.data.mlm_probability,
+        augment=AugmentConfig(**config.data.augment),
         augmented_view=model_config.imc_loss_weight > 0,
         teacher_temperature=config.data.teacher_temperature if model_config.frozen_teacher_weight > 0 else None,
         lm_tokenizer=lm_tokenizer if model_config.generation_loss_weight > 0 else None,
@@ -223,15 +261,27 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
             unseen = np.isin(eval_labels, sorted(held_out))
             for subset, mask in (("seen", ~unseen), ("unseen", unseen)):
                 if mask.any():
-                    sub = zero_shot_accuracy(student, processor, [eval_images[i] for i in np.flatnonzero(mask)],
-                                             eval_labels[mask], names, templates)
+                    sub = zero_shot_accuracy(
+                        student,
+                        processor,
+                        [eval_images[i] for i in np.flatnonzero(mask)],
+                        eval_labels[mask],
+                        names,
+                        templates,
+                    )
                     metrics.update({f"{subset}_{k}": v for k, v in sub.items()})
         return {f"zero_shot_{k}": v for k, v in metrics.items()}
 
     trainer = WVLPTrainer(
-        model=model, args=args, train_dataset=train_images, data_collator=collator,
-        callbacks=[MomentumUpdateCallback(), CollatorEpochCallback(collator),
-                   ZeroShotCallback(evaluate, config.run.zero_shot_every)],
+        model=model,
+        args=args,
+        train_dataset=train_images,
+        data_collator=collator,
+        callbacks=[
+            MomentumUpdateCallback(),
+            CollatorEpochCallback(collator),
+            ZeroShotCallback(evaluate, config.run.zero_shot_every),
+        ],
         alpha_warmup_steps=config.run.alpha_warmup_steps,
     )
     before = evaluate(merged_student(model).eval()) if trainer.is_world_process_zero() else {}
@@ -253,10 +303,20 @@ def main(argv: list[str] | None = None) -> dict:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="YAML file (see train/configs/)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set training.max_steps=30 (repeatable)")
-    parser.add_argument("--resume", nargs="?", const=True, default=None,
-                        help="resume from the last checkpoint in output_dir, or from the given checkpoint folder")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set training.max_steps=30 (repeatable)",
+    )
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=None,
+        help="resume from the last checkpoint in output_dir, or from the given checkpoint folder",
+    )
     args = parser.parse_args(argv)
     config = load_config(args.config, args.set)
     if config.model.kind == "pformer":  # text-only P-Former pre-training has its own data and loop

@@ -16,9 +16,8 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints, sort_checkpoints
 
-from wvlp.modeling import WVLPForPreTraining
 from wvlp.common.safe_io import RUN, check_writable, claim_dir
-
+from wvlp.modeling import WVLPForPreTraining
 
 
 class NonFiniteLossError(RuntimeError):
@@ -64,8 +63,12 @@ def _torch_zip_problem(path: Path) -> str | None:
 
 
 # torch.save writes zip archives: the optimizer, scheduler, RNG states and training arguments of a checkpoint.
-FILE_CHECKS = {".safetensors": _safetensors_problem, ".pt": _torch_zip_problem, ".pth": _torch_zip_problem,
-               ".bin": _torch_zip_problem}
+FILE_CHECKS = {
+    ".safetensors": _safetensors_problem,
+    ".pt": _torch_zip_problem,
+    ".pth": _torch_zip_problem,
+    ".bin": _torch_zip_problem,
+}
 
 
 def checkpoint_problem(folder: str | os.PathLike) -> str | None:
@@ -248,4 +251,3 @@ def unwrap_pretraining_model(model: torch.nn.Module) -> WVLPForPreTraining:
         else:
             raise TypeError(f"no WVLPForPreTraining inside {type(model).__name__}")
     return model
-

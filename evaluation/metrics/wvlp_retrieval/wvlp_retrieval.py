@@ -46,12 +46,14 @@ class WvlpRetrieval(evaluate.Metric):
             description=_DESCRIPTION,
             citation="",
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Sequence(datasets.Value("float32")),
-                                        "references": datasets.Value("int64")}),
+            features=datasets.Features(
+                {"predictions": datasets.Sequence(datasets.Value("float32")), "references": datasets.Value("int64")}
+            ),
         )
 
-    def _compute(self, predictions, references, text_groups=None, itm_scores=None, itm_k: int = 0,
-                 classnames=None, holdout=None) -> dict:
+    def _compute(
+        self, predictions, references, text_groups=None, itm_scores=None, itm_k: int = 0, classnames=None, holdout=None
+    ) -> dict:
         scores = torch.as_tensor(np.asarray(predictions, dtype=np.float32))
         if self.config_name == "zero_shot":
             names = classnames or [str(i) for i in range(scores.shape[1])]
@@ -67,9 +69,11 @@ class WvlpRetrieval(evaluate.Metric):
             if itm_scores is None:
                 raise ValueError(f"itm_k={itm_k} needs itm_scores (an images x texts matrix)")
             itm = np.asarray(itm_scores, dtype=np.float64)
-            i2t_itm = rerank_top_k(i2t, image_groups, text_groups, min(itm_k, i2t.topk.shape[1]),
-                                   lambda q, g: itm[q, g])
-            t2i_itm = rerank_top_k(t2i, text_groups, image_groups, min(itm_k, t2i.topk.shape[1]),
-                                   lambda q, g: itm[g, q])
+            i2t_itm = rerank_top_k(
+                i2t, image_groups, text_groups, min(itm_k, i2t.topk.shape[1]), lambda q, g: itm[q, g]
+            )
+            t2i_itm = rerank_top_k(
+                t2i, text_groups, image_groups, min(itm_k, t2i.topk.shape[1]), lambda q, g: itm[g, q]
+            )
             out["itm"] = retrieval_metrics(i2t_itm.ranks, t2i_itm.ranks)
         return out
