@@ -8,7 +8,7 @@ DEB_PACKAGES := dataset-fashion-mnist wordnet-base wordnet-sense-index chromium 
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test demo bench clean
+.PHONY: setup lint test test-fast demo bench clean
 
 setup: $(STAMP)
 
@@ -29,8 +29,17 @@ $(STAMP): pyproject.toml Makefile
 	@$(PY) -c "import torch; assert not torch.version.cuda, 'a CUDA torch was installed'"
 	@touch $@
 
-test: setup
+# Lint first: a formatting or import slip fails in seconds, before the 10-minute suite.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# The unit tests only: no packaged-weight integration tests, no subprocess or torchrun workers.
+test-fast: lint
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider -m "not slow and not distributed" $(PYTEST_ARGS)
 
 # DEMO_SCALE=ci runs the same code path at the size CI affords.
 DEMO_SCALE ?= full

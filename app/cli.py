@@ -1,4 +1,4 @@
-"""The `wvlp` command line; a user error ends a command with one line and status 2 (see `wvlp.errors`)."""
+"""The `wvlp` command line; a user error ends a command with one line and status 2 (see `wvlp.common.errors`)."""
 
 import argparse
 
@@ -22,17 +22,15 @@ def describe(args: argparse.Namespace) -> None:
 
 
 def pretrain(args: argparse.Namespace) -> None:
-    """Same as `python train/run.py`."""
-    from wvlp.train.run import main as run_main
+    """Pre-training, as `python train/run.py` runs it (`accelerate launch train/run.py` for several GPUs)."""
+    from wvlp.train.config import load_config
+    from wvlp.train.run import pretrain as run_pretraining
 
-    run_main(
-        ["--config", args.config, *[item for s in args.set for item in ("--set", s)]]
-        + (["--resume"] if args.resume else [])
-    )
+    run_pretraining(load_config(args.config, args.set), resume=args.resume)
 
 
 def publish(args: argparse.Namespace) -> None:
-    """Stage, validate and upload the model, dataset and Space repos of a release (see train/publish.py)."""
+    """Stage, validate and upload the model, dataset and Space repos of a release (see release/publish.py)."""
     from wvlp.release.publish import run_from_args
 
     run_from_args(args)
@@ -64,6 +62,9 @@ def evaluate(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `wvlp` console script."""
+    from wvlp.release.publish import add_arguments as add_publish_arguments
+    from wvlp.train.options import add_arguments as add_train_arguments
+
     parser = argparse.ArgumentParser(prog="wvlp", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     describe_parser = commands.add_parser("describe", help="write the description corpus of a labelled image source")
@@ -71,9 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     describe_parser.add_argument("--output", help="corpus folder (overrides the config)")
     describe_parser.set_defaults(func=describe)
     train_parser = commands.add_parser("train", help="pre-train (accelerate launch train/run.py for several GPUs)")
-    train_parser.add_argument("--config", required=True)
-    train_parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    train_parser.add_argument("--resume", action="store_true")
+    add_train_arguments(train_parser)
     train_parser.set_defaults(func=pretrain)
     demo_parser = commands.add_parser("demo", help="the main job on the embedded default")
     demo_parser.add_argument(
@@ -82,8 +81,6 @@ def main(argv: list[str] | None = None) -> None:
     demo_parser.add_argument("--output", default="out/fashion-mnist", help="folder of every stage's output")
     demo_parser.set_defaults(func=demo)
     publish_parser = commands.add_parser("publish", help="release the model, dataset and Space on the Hub")
-    from wvlp.release.publish import add_arguments as add_publish_arguments
-
     add_publish_arguments(publish_parser)
     publish_parser.set_defaults(func=publish)
     evaluate_parser = commands.add_parser("evaluate", help="zero-shot, retrieval and linear-probe evaluation -> JSON")

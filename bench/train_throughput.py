@@ -47,7 +47,7 @@ def setup(corpus: Path, out: Path, init: str, steps: int, batch_size: int):
         knowledge_max_length=16,
         num_knowledge=2,
         augment=AugmentConfig(),
-        augmented_view=model.config.imc_loss_weight > 0,
+        augmented_view=model.config.pretraining_config.imc_loss_weight > 0,
     )
     return config, model, collator, images["train"]
 
@@ -92,7 +92,7 @@ def plain_run(corpus: Path, init: str, steps: int, batch_size: int) -> float:
             except StopIteration:
                 batches = iter(loader)
                 batch = next(batches)
-            loss = model(**batch, alpha=model.config.alpha).loss
+            loss = model(**batch, alpha=model.config.pretraining_config.alpha).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.training.max_grad_norm)
             optimizer.step()

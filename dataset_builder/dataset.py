@@ -27,7 +27,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 from PIL import Image
 
 from wvlp.common.safe_io import CORPUS, STAGING, check_writable, claim_dir, remove_dir, replace_dir
-from wvlp.data.describe import write_stats
+from wvlp.data.clean import write_stats
 from wvlp.data.sources import ClassInfo, LabelSource
 
 PROVENANCE_FIELDS = {

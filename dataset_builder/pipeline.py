@@ -16,8 +16,9 @@ import yaml
 
 from wvlp.common.config_check import at_least, between, check_section, field_hints
 from wvlp.common.safe_io import CORPUS, STAGING, ProcessLock, check_outside, check_writable
+from wvlp.data.clean import clean_descriptions
 from wvlp.data.dataset import write_corpus
-from wvlp.data.describe import clean_descriptions, generate_descriptions
+from wvlp.data.generate import generate_descriptions
 from wvlp.data.knowledge import KnowledgeIndex, SentenceEmbedder, load_corpus, resolve_classes
 from wvlp.data.llm import build_backend
 from wvlp.data.prompts import load_prompts

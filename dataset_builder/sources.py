@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+from wvlp.data.holdout import resolve_holdout
+
 WNID_PATTERN = re.compile(r"n\d{8}")
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".jfif"}
@@ -167,22 +169,9 @@ class LabelSource(ABC):
             raise ValueError(f"{self.name}: unknown split {split!r}; the source has {list(self.splits)}")
 
     def holdout_labels(self, holdout_classes: Collection[int | str] | None) -> frozenset[int]:
-        """The labels of `holdout_classes`, given as labels or class ids (unknown ones raise ValueError)."""
-        if not holdout_classes:
-            return frozenset()
-        by_id = {cls.class_id: cls.label for cls in self.classes}
-        labels = {cls.label for cls in self.classes}
-        resolved = set()
-        for item in holdout_classes:
-            if isinstance(item, str) and item in by_id:
-                resolved.add(by_id[item])
-            elif isinstance(item, (int, np.integer)) and not isinstance(item, bool) and int(item) in labels:
-                resolved.add(int(item))
-            else:
-                raise ValueError(
-                    f"{self.name}: holdout class {item!r} is neither a label nor a class id of the source"
-                )
-        return frozenset(resolved)
+        """The labels of `holdout_classes`, given as labels, class names or class ids (unknown ones raise ValueError)."""
+        names = {cls.label: (cls.class_id, cls.name) for cls in self.classes}
+        return resolve_holdout(names, holdout_classes, setting=f"{self.name}: holdout_classes")
 
     def class_by_label(self, label: int) -> ClassInfo:
         """The ClassInfo of `label`."""

@@ -18,29 +18,24 @@ import torch
 import torch.distributed as dist
 
 from wvlp.common.safe_io import UnsafeOutputError, atomic_write_text
+from wvlp.data.holdout import names_by_index, resolve_holdout
 from wvlp.evaluation.data import EvalData, load_eval_data
 from wvlp.evaluation.distributed import distributed_map
-from wvlp.evaluation.features import itm_pair_scores, model_device, text_embeddings, tokenize
+from wvlp.evaluation.features import image_embeddings, itm_pair_scores, text_embeddings, tokenize
 from wvlp.evaluation.linear_probe import linear_probe
 from wvlp.evaluation.prompt_files import DEFAULT_TEMPLATES, classnames_for, display_path, load_templates
 from wvlp.evaluation.retrieval import evaluate_retrieval, retrieval_examples
-from wvlp.evaluation.zero_shot import build_zero_shot_classifier, class_ensembles, holdout_label_ids, zero_shot_metrics
-from wvlp.modeling import WVLPConfig, WVLPForPreTraining, WVLPModel, WVLPProcessor
+from wvlp.evaluation.schema import SCHEMA, load_eval
+from wvlp.evaluation.zero_shot import build_zero_shot_classifier, class_ensembles, zero_shot_metrics
+from wvlp.modeling import WVLPModel, WVLPProcessor
+from wvlp.modeling.loading import load_wvlp
 
-SCHEMA = "wvlp-eval/1"
 TASKS = ("zero-shot", "retrieval", "linear-probe")
 
 
 def load_model(path: str | Path) -> tuple[WVLPModel, WVLPProcessor]:
     """A saved WVLPModel (or the student of a saved WVLPForPreTraining) and its processor, in eval mode."""
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"model={str(path)!r} is not a folder with a saved WVLP model (no config.json)")
-    config = WVLPConfig.from_pretrained(path)
-    if "WVLPForPreTraining" in (config.architectures or []):
-        model = WVLPForPreTraining.from_pretrained(path).published_model()
-    else:
-        model = WVLPModel.from_pretrained(path)
+    model = load_wvlp(path, for_pretraining=False)
     return model.eval(), WVLPProcessor.from_pretrained(path)
 
 
@@ -72,16 +67,16 @@ def encode_images(
     return_tokens: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Normalised embeddings (N, D) and optionally image tokens (N, T, C), sharded over ranks when distributed."""
-    device, dim, token_shape = model_device(model), model.config.embed_dim, []
+    dim, token_shape = model.config.embed_dim, []
 
     def encode(indices: list[int]) -> torch.Tensor:
-        pixels = processor.image_processor([images[i] for i in indices])["pixel_values"]
-        output = model.get_image_features(pixels.to(device))
-        rows = [output.pooler_output.float().cpu()]
-        if return_tokens:
-            token_shape[:] = output.last_hidden_state.shape[1:]
-            rows.append(output.last_hidden_state.float().cpu().flatten(1))
-        return torch.cat(rows, dim=1)
+        batch = [images[i] for i in indices]
+        if not return_tokens:
+            return image_embeddings(model, processor, batch, batch_size=len(batch))
+        embeds, tokens = image_embeddings(model, processor, batch, batch_size=len(batch), return_tokens=True)
+        token_shape[:] = tokens.shape[1:]
+        # one float32 row per image, so that distributed_map gathers embeddings and tokens in one tensor
+        return torch.cat([embeds, tokens.float().flatten(1)], dim=1)
 
     rows = distributed_map(encode, len(images), batch_size)
     tokens = rows[:, dim:].view(len(images), *token_shape) if return_tokens else None
@@ -198,7 +193,7 @@ def evaluate_model(
     if "zero-shot" in task_list:
         names = classnames_for(eval_data.label_names, classnames_file)
         classnames_path = names.path
-        holdout = holdout_label_ids(names.label_names, holdout_classes)
+        holdout = resolve_holdout(names_by_index(names.label_names), holdout_classes, setting="holdout_classes")
         classifier = build_zero_shot_classifier(model, processor, names.prompt_names, templates)
         metrics["zero_shot"], matrix = zero_shot_metrics(
             image_features @ classifier.T, eval_data.labels, names.label_names, holdout
@@ -252,6 +247,7 @@ def evaluate_model(
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "metrics": metrics,
     }
+    load_eval(record)  # the producer refuses to write what the model card would refuse to read
     if out is not None and (not dist.is_initialized() or dist.get_rank() == 0):
         write_outputs(record, side, Path(out), eval_data)
     return record

@@ -99,21 +99,6 @@ def seen_unseen_accuracy(
     return {**side, "harmonic": harmonic}
 
 
-def holdout_label_ids(label_names: Sequence[str], holdout: Collection[str | int] | None) -> set[int]:
-    """Label ids of `holdout` given as class names or ids (clear error on an unknown one)."""
-    ids = set()
-    for item in holdout or ():
-        if isinstance(item, int) or (isinstance(item, str) and item.isdigit()):
-            if not 0 <= int(item) < len(label_names):
-                raise ValueError(f"holdout class {item!r} is not a label id in 0..{len(label_names) - 1}")
-            ids.add(int(item))
-        elif item in label_names:
-            ids.add(list(label_names).index(item))
-        else:
-            raise ValueError(f"holdout class {item!r} is not a class name ({list(label_names)})")
-    return ids
-
-
 def zero_shot_metrics(
     logits: torch.Tensor,
     labels: Sequence[int] | np.ndarray,

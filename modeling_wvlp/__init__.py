@@ -3,7 +3,13 @@
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForPreTraining, AutoProcessor
 
 from .configuration_pformer import PFormerConfig
-from .configuration_wvlp import WVLPConfig, WVLPEfficientNetLiteConfig, WVLPTextConfig
+from .configuration_wvlp import (
+    LOSS_TERMS,
+    WVLPConfig,
+    WVLPEfficientNetLiteConfig,
+    WVLPPreTrainingConfig,
+    WVLPTextConfig,
+)
 from .image_processing_wvlp import WVLPImageProcessor
 from .modeling_pformer import PFormerModel, PFormerOutput
 from .modeling_wvlp import WVLPForPreTraining, WVLPModel, WVLPOutput, WVLPPreTrainedModel, WVLPPreTrainingOutput
@@ -32,6 +38,7 @@ def register_auto_classes() -> None:
 register_auto_classes()
 
 __all__ = [
+    "LOSS_TERMS",
     "PFormerConfig",
     "PFormerModel",
     "PFormerOutput",
@@ -47,6 +54,7 @@ __all__ = [
     "WVLPModel",
     "WVLPOutput",
     "WVLPPreTrainedModel",
+    "WVLPPreTrainingConfig",
     "WVLPPreTrainingOutput",
     "register_auto_classes",
 ]

@@ -1,4 +1,4 @@
-"""Pre-training losses of WVLP, open_clip style: small functions that return named terms.
+"""Pre-training losses of WVLP, open_clip style: small pure functions, one per term, each returning a tensor.
 
 Distributed convention: every term is computed by each process for its *local* rows against *global* columns
 (features gathered from all processes), and normalised by the *global* number of rows. The mean over processes of
@@ -63,6 +63,7 @@ def contrastive_loss(
     columns: torch.Tensor,
     hard_targets: torch.Tensor,
     temperature: torch.Tensor,
+    *,
     column_valid: torch.Tensor | None = None,
     teacher_rows: torch.Tensor | None = None,
     alpha: float = 0.0,
@@ -70,9 +71,10 @@ def contrastive_loss(
 ) -> torch.Tensor:
     """One direction of a (momentum-distilled) contrastive loss, as this process's share of the global mean.
 
-    rows: (n, d) student features of local items; columns: (m, d) gathered teacher features (+ queue);
-    hard_targets: (n, m) rows summing to 1; teacher_rows: (n, d) teacher features of the rows, whose softmax over the
-    columns is mixed into the targets with weight `alpha` (ALBEF momentum distillation).
+    rows: (n, d) student embeddings of local items; columns: (m, d) gathered teacher embeddings (+ queue);
+    hard_targets: (n, m) rows summing to 1; column_valid: (m,) False for columns to ignore (empty queue slots);
+    teacher_rows: (n, d) teacher embeddings of the rows, whose softmax over the columns is mixed into the targets with
+    weight `alpha` (ALBEF momentum distillation); row_valid: (n,) False for rows to leave out (padding).
     Similarities and the softmax run in fp32 even under autocast.
     """
     rows, columns = rows.float(), columns.float()
@@ -92,31 +94,31 @@ def contrastive_loss(
 
 
 def clip_loss(
-    image_features: torch.Tensor,
-    text_features: torch.Tensor,
+    image_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
     temperature: torch.Tensor,
+    *,
     category_ids: torch.Tensor | None = None,
-) -> dict[str, torch.Tensor]:
+) -> torch.Tensor:
     """Symmetric in-batch ITC of a plain dual encoder (no teacher, no queue); category-aware when ids are given."""
-    all_images = gather_features(image_features, with_grad=True)
-    all_texts = gather_features(text_features, with_grad=True)
+    image_embeds_global = gather_features(image_embeds, with_grad=True)
+    text_embeds_global = gather_features(text_embeds, with_grad=True)
     rank, _ = world_info()
-    n = image_features.shape[0]
+    n = image_embeds.shape[0]
     local = slice(rank * n, rank * n + n)
     if category_ids is None:
-        keys = torch.arange(all_images.shape[0], device=image_features.device)
+        keys = torch.arange(image_embeds_global.shape[0], device=image_embeds.device)
     else:
         keys = gather_features(category_ids)
     targets = positive_targets(keys[local], keys)
     # All processes hold the global similarity matrix; each contributes its rows, so gradients flow through the gather.
-    loss = (
-        contrastive_loss(all_images[local], all_texts, targets, temperature)
-        + contrastive_loss(all_texts[local], all_images, targets, temperature)
+    return (
+        contrastive_loss(image_embeds_global[local], text_embeds_global, targets, temperature)
+        + contrastive_loss(text_embeds_global[local], image_embeds_global, targets, temperature)
     ) / 2
-    return {"itc_loss": loss}
 
 
-def itm_loss(itm_logits: torch.Tensor, itm_labels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def itm_loss(itm_logits: torch.Tensor, itm_labels: torch.Tensor, *, valid: torch.Tensor) -> torch.Tensor:
     """Image-text matching cross-entropy over the valid pairs, as this process's share of the global mean."""
     losses = F.cross_entropy(itm_logits.float(), itm_labels, reduction="none")
     return global_mean((losses * valid).sum(), valid.sum())
@@ -125,6 +127,7 @@ def itm_loss(itm_logits: torch.Tensor, itm_labels: torch.Tensor, valid: torch.Te
 def mlm_loss(
     logits: torch.Tensor,
     labels: torch.Tensor,
+    *,
     teacher_logits: torch.Tensor | None = None,
     alpha: float = 0.0,
 ) -> torch.Tensor:
@@ -136,7 +139,7 @@ def mlm_loss(
 
 
 def sample_hard_negatives(
-    similarity: torch.Tensor, category_ids: torch.Tensor, generator: torch.Generator | None = None
+    similarity: torch.Tensor, category_ids: torch.Tensor, *, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """For each row, draws a column with probability softmax(similarity) over columns of *another* category.
 

@@ -20,22 +20,45 @@ def freeze_language_model(language_model: nn.Module) -> nn.Module:
     return language_model.eval()
 
 
-def load_language_model(path: str | None, attribute: str = "language_model_path") -> nn.Module:
-    """Loads a frozen causal LM from a local folder (or hub id when online); `attribute` names the config field."""
-    if not path:
-        raise ValueError(f"no language model given: pass language_model=... or set config.{attribute}")
+def load_language_model(name: str | None, attribute: str = "language_model_id") -> nn.Module:
+    """Loads a frozen causal LM by Hub id (or local folder); `attribute` names the config field it came from.
+
+    Raises a clear error when there is no name, or when the name cannot be loaded (offline, unknown id): the fix is
+    then to attach the LM, which no saved config ever points to by machine path.
+    """
+    if not name:
+        raise ValueError(
+            f"no language model: pass language_model=..., call attach_language_model(...), or set config.{attribute} "
+            "to the LM's Hub id"
+        )
     from transformers import AutoModelForCausalLM
 
-    return freeze_language_model(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
+    except OSError as err:
+        raise OSError(
+            f"config.{attribute}={name!r} could not be loaded ({err}); attach the frozen LM with "
+            "attach_language_model(...) (a local copy works offline)"
+        ) from err
+    return freeze_language_model(model)
 
 
-def load_lm_tokenizer(path: str | None, attribute: str = "language_model_path"):
-    """The LM's tokenizer from `path` (pad token defaulting to eos, so batched generation works)."""
-    if not path:
-        raise ValueError(f"no LM tokenizer given: pass tokenizer=... or set config.{attribute}")
+def load_lm_tokenizer(name: str | None, attribute: str = "language_model_id"):
+    """The LM's tokenizer from `name` (pad token defaulting to eos, so batched generation works)."""
+    if not name:
+        raise ValueError(
+            f"no LM tokenizer: pass tokenizer=..., attach it with attach_language_model(lm, tokenizer), or set "
+            f"config.{attribute} to the LM's Hub id"
+        )
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+    except OSError as err:
+        raise OSError(
+            f"config.{attribute}={name!r}: its tokenizer could not be loaded ({err}); pass tokenizer=... or "
+            "attach_language_model(lm, tokenizer)"
+        ) from err
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -145,7 +168,8 @@ class WVLPPromptBridge(nn.Module):
         self.num_prompts = config.bridge_num_prompts
         self.queries = nn.Embedding(config.bridge_num_prompts, hidden)
         self.layers = nn.ModuleList(
-            WVLPTextLayer(config, config.fusion_layer) for _ in range(config.bridge_num_layers)
+            WVLPTextLayer(config.text_config, cross_attention_dim=config.vision_hidden_size)
+            for _ in range(config.bridge_num_layers)
         )
         self.layer_norm = nn.LayerNorm(hidden, eps=config.text_config.layer_norm_eps)
         self.lm_proj = nn.Linear(hidden, config.bridge_prompt_dim)

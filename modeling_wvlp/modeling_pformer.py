@@ -15,12 +15,29 @@ from transformers.utils import ModelOutput
 
 from .configuration_pformer import PFormerConfig
 from .modeling_bridge import freeze_language_model, generate_from_prompts, load_language_model, prompt_lm_loss
-from .modeling_text import WVLPTemperature, WVLPTextTower, init_text_weights
+from .modeling_text import WVLPTemperature, WVLPTextTower, follow_attn_implementation, init_text_weights
 
 
 @dataclass
 class PFormerOutput(ModelOutput):
-    """P-Former output: the weighted total, each named loss term, the prompts and the sentence embeddings."""
+    r"""
+    Output of `PFormerModel.forward` and `encode`: the prompts, the sentence embeddings and, with `return_loss`, the
+    weighted total and each named loss term (a term is returned when its weight is > 0).
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned with `return_loss`):
+            Sum of `<term>_loss_weight * <term>_loss` over the returned terms.
+        lm_loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `lm_loss_weight > 0`):
+            The frozen LM's causal-LM loss of each sentence after its prompts.
+        contrastive_loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `contrastive_loss_weight > 0`):
+            Self-contrastive loss between two noisy views of each sentence.
+        vocab_loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `vocab_loss_weight > 0`):
+            MSE of each prompt vector to its nearest LM vocabulary embedding.
+        prompts (`torch.FloatTensor` of shape `(batch_size, num_prompts, prompt_dim)`):
+            Soft prompts in the frozen LM's input-embedding space.
+        text_embeds (`torch.FloatTensor` of shape `(batch_size, embed_dim)`):
+            L2-normalised sentence embeddings of the self-contrastive loss.
+    """
 
     loss: torch.FloatTensor | None = None
     lm_loss: torch.FloatTensor | None = None
@@ -42,6 +59,14 @@ class PFormerPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     accepts_loss_kwargs = False  # per-batch means: the Trainer scales for gradient accumulation
 
+    def __init__(self, config, *inputs, **kwargs):
+        super().__init__(config, *inputs, **kwargs)
+        follow_attn_implementation(self.config)
+
+    def set_attn_implementation(self, attn_implementation: str | dict) -> None:
+        super().set_attn_implementation(attn_implementation)
+        follow_attn_implementation(self.config, attn_implementation)
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         if not init_text_weights(module, self.config.initializer_range, self.config.temperature):
@@ -54,7 +79,7 @@ class PFormerModel(PFormerPreTrainedModel):
     def __init__(self, config: PFormerConfig):
         super().__init__(config)
         hidden, k = config.text_config.hidden_size, config.num_prompts
-        self.text_model = WVLPTextTower(config)
+        self.text_model = WVLPTextTower(config.text_config)  # text only: no cross-attention
         # Prompt head of the reference: pooled -> K x hidden -> Linear+Tanh -> LM width.
         self.prompt_proj = nn.Linear(hidden, k * hidden)
         self.prompt_pooler = nn.Linear(hidden, hidden)
@@ -66,9 +91,9 @@ class PFormerModel(PFormerPreTrainedModel):
 
     # ------------------------------------------------------------------ frozen LM (kept out of the module tree)
     def get_language_model(self) -> nn.Module:
-        """The attached frozen LM, loaded from `config.language_model_path` on first use when none was attached."""
+        """The attached frozen LM, loaded by `config.language_model_id` on first use when none was attached."""
         if self._language_model is None:
-            self.attach_language_model(load_language_model(self.config.language_model_path))
+            self.attach_language_model(load_language_model(self.config.language_model_id))
         return self._language_model
 
     def attach_language_model(self, language_model: nn.Module) -> "PFormerModel":

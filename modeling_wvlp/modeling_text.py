@@ -14,12 +14,24 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
-from .configuration_wvlp import WVLPConfig, WVLPTextConfig
+from .configuration_wvlp import WVLPTextConfig
 
 
 @dataclass
 class WVLPTextOutput(ModelOutput):
-    """Text-mode output: final hidden states, the hidden states entering the fusion layers, and the pooled token."""
+    r"""
+    Text-mode output of `WVLPTextTower.encode` (and of `WVLPModel.get_text_features`).
+
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`, *optional*):
+            Final hidden states; None when `encode` stopped at the fusion layer (`stop_at_fusion=True`).
+        fusion_input (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`, *optional*):
+            The hidden states entering layer `fusion_layer`, from which `fuse` runs fusion mode; None in a text-only
+            tower.
+        pooler_output (`torch.FloatTensor`, *optional*):
+            The pooled token `(batch_size, hidden_size)` (mean or [CLS]); from `get_text_features`, the L2-normalised
+            projected embedding `(batch_size, embed_dim)`. None when `encode` stopped at the fusion layer.
+    """
 
     last_hidden_state: torch.FloatTensor | None = None
     fusion_input: torch.FloatTensor | None = None
@@ -54,25 +66,47 @@ def extended_attention_mask(attention_mask: torch.Tensor | None, dtype: torch.dt
     return (1.0 - mask) * torch.finfo(dtype).min
 
 
-class WVLPAttention(nn.Module):
-    """Multi-head attention; keys/values come from `context` (image tokens) for cross-attention, else from the input."""
+def follow_attn_implementation(config, requested: str | dict | None = None) -> None:
+    """Gives `config.text_config` the attention implementation (eager, sdpa, ...) resolved for the composite `config`.
 
-    def __init__(self, config: WVLPConfig, context_size: int | None = None):
+    transformers resolves it on a model's own config, and on a sub-config only through a sub-model (a PreTrainedModel
+    child, like a transformers vision backbone) or when it is passed at load time (`attn_implementation=...`, set
+    recursively). The text tower is a plain module, so its config follows here: always for a plain string request,
+    otherwise only when nothing was chosen for it (a dict request may name `text_config` itself).
+    """
+    text_config = config.text_config
+    if isinstance(requested, dict):
+        if "text_config" in requested:
+            text_config._attn_implementation_internal = requested["text_config"]
+        return
+    if requested is not None or text_config._attn_implementation is None:
+        text_config._attn_implementation_internal = config._attn_implementation
+
+
+class WVLPAttention(nn.Module):
+    """Multi-head attention; keys/values come from `context` (image tokens) for cross-attention, else from the input.
+
+    Args:
+        text_config (`WVLPTextConfig`): the tower's sizes, dropout and `_attn_implementation` (eager, sdpa, ...).
+        kv_dim (`int`, *optional*): width of the `context` keys and values are computed from (cross-attention);
+            None for self-attention.
+    """
+
+    def __init__(self, text_config: WVLPTextConfig, kv_dim: int | None = None):
         super().__init__()
-        text_config = config.text_config
-        self.config = config
+        self.config = text_config
         self.num_heads = text_config.num_attention_heads
         self.head_dim = text_config.hidden_size // self.num_heads
         self.scaling = self.head_dim**-0.5
         self.dropout = text_config.attention_probs_dropout_prob
         self.is_causal = False
-        hidden, context = text_config.hidden_size, context_size or text_config.hidden_size
+        hidden, context = text_config.hidden_size, kv_dim or text_config.hidden_size
         self.q_proj = nn.Linear(hidden, hidden)
         self.k_proj = nn.Linear(context, hidden)
         self.v_proj = nn.Linear(context, hidden)
         self.o_proj = nn.Linear(hidden, hidden)
         # Cross-attention starts as a no-op (see WVLPTextLayer); read by WVLPPreTrainedModel._init_weights.
-        self.o_proj.zero_init = context_size is not None
+        self.o_proj.zero_init = kv_dim is not None
 
     def forward(
         self,
@@ -104,18 +138,22 @@ class WVLPTextLayer(GradientCheckpointingLayer):
 
     Zero-initialised cross-attention makes fusion mode equal text mode at initialisation, so the pre-trained text
     weights are not disturbed by the new parameters.
+
+    Args:
+        text_config (`WVLPTextConfig`): the tower's sizes.
+        cross_attention_dim (`int`, *optional*): width of the image tokens; the layer has cross-attention exactly
+            when it is given.
     """
 
-    def __init__(self, config: WVLPConfig, layer_idx: int):
+    def __init__(self, text_config: WVLPTextConfig, cross_attention_dim: int | None = None):
         super().__init__()
-        text_config = config.text_config
         hidden = text_config.hidden_size
-        self.self_attn = WVLPAttention(config)
+        self.self_attn = WVLPAttention(text_config)
         self.self_attn_layer_norm = nn.LayerNorm(hidden, eps=text_config.layer_norm_eps)
-        self.has_cross_attention = layer_idx >= config.fusion_layer
+        self.has_cross_attention = cross_attention_dim is not None
         if self.has_cross_attention:
             self.cross_attn_layer_norm = nn.LayerNorm(hidden, eps=text_config.layer_norm_eps)
-            self.cross_attn = WVLPAttention(config, context_size=config.vision_hidden_size)
+            self.cross_attn = WVLPAttention(text_config, kv_dim=cross_attention_dim)
         self.fc1 = nn.Linear(hidden, text_config.intermediate_size)
         self.fc2 = nn.Linear(text_config.intermediate_size, hidden)
         self.activation = ACT2FN[text_config.hidden_act]
@@ -180,9 +218,9 @@ class WVLPTemperature(nn.Module):
     A module rather than a bare parameter: PEFT's `modules_to_save` can keep a module trainable, not a parameter.
     """
 
-    def __init__(self, temperature: float, minimum: float, maximum: float):
+    def __init__(self, init: float, minimum: float, maximum: float):
         super().__init__()
-        self.value = nn.Parameter(torch.tensor(temperature))
+        self.value = nn.Parameter(torch.tensor(float(init)))  # float(): configs accept a YAML int such as 1
         self.bounds = (minimum, maximum)
 
     def forward(self) -> torch.Tensor:
@@ -212,14 +250,29 @@ def init_text_weights(module: nn.Module, std: float, temperature: float) -> bool
 
 
 class WVLPTextTower(nn.Module):
-    """One BERT-style stack, two modes: `encode` (text only) and `fuse` (upper layers cross-attend to image tokens)."""
+    """One BERT-style stack, two modes: `encode` (text only) and `fuse` (upper layers cross-attend to image tokens).
 
-    def __init__(self, config: WVLPConfig):
+    Args:
+        text_config (`WVLPTextConfig`): the tower's sizes and pooling.
+        fusion_layer (`int`, *optional*): layers with index >= `fusion_layer` carry cross-attention; None (a
+            text-only tower, like the P-Former's) means no layer does.
+        cross_attention_dim (`int`, *optional*): width of the image tokens; needed when `fusion_layer` is given.
+    """
+
+    def __init__(
+        self, text_config: WVLPTextConfig, fusion_layer: int | None = None, cross_attention_dim: int | None = None
+    ):
         super().__init__()
-        self.fusion_layer = config.fusion_layer
-        self.pooling = config.text_config.pooling
-        self.embeddings = WVLPTextEmbeddings(config.text_config)
-        self.layers = nn.ModuleList(WVLPTextLayer(config, i) for i in range(config.text_config.num_hidden_layers))
+        num_layers = text_config.num_hidden_layers
+        if fusion_layer is not None and cross_attention_dim is None:
+            raise ValueError("WVLPTextTower: fusion_layer needs cross_attention_dim (the width of the image tokens)")
+        self.fusion_layer = num_layers if fusion_layer is None else fusion_layer
+        self.pooling = text_config.pooling
+        self.embeddings = WVLPTextEmbeddings(text_config)
+        self.layers = nn.ModuleList(
+            WVLPTextLayer(text_config, cross_attention_dim if i >= self.fusion_layer else None)
+            for i in range(num_layers)
+        )
 
     def encode(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, stop_at_fusion: bool = False
@@ -265,5 +318,6 @@ __all__ = [
     "WVLPTextTower",
     "eager_attention_forward",
     "extended_attention_mask",
+    "follow_attn_implementation",
     "init_text_weights",
 ]

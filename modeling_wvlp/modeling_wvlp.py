@@ -16,7 +16,7 @@ from transformers import AutoModel, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
-from .configuration_wvlp import WVLPConfig, WVLPEfficientNetLiteConfig
+from .configuration_wvlp import LOSS_TERMS, WVLPConfig, WVLPEfficientNetLiteConfig, WVLPPreTrainingConfig
 from .losses import (
     clip_loss,
     contrastive_loss,
@@ -41,13 +41,32 @@ from .modeling_text import (
     WVLPTemperature,
     WVLPTextOutput,
     WVLPTextTower,
+    follow_attn_implementation,
     init_text_weights,
 )
 
 
 @dataclass
 class WVLPOutput(ModelOutput):
-    """Output of `WVLPModel.forward`: similarity logits and L2-normalised embeddings of both modalities."""
+    r"""
+    Output of `WVLPModel.forward`: similarity logits and the L2-normalised embeddings of both modalities.
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `return_loss` is `True`):
+            In-batch image-text contrastive loss (category-aware when `category_ids` are given).
+        logits_per_image (`torch.FloatTensor` of shape `(image_batch_size, text_batch_size)`):
+            Cosine similarities of image and text embeddings divided by the temperature.
+        logits_per_text (`torch.FloatTensor` of shape `(text_batch_size, image_batch_size)`):
+            The transpose of `logits_per_image`.
+        image_embeds (`torch.FloatTensor` of shape `(batch_size, embed_dim)`):
+            L2-normalised projected image embeddings (`pooler_output` of `get_image_features`).
+        text_embeds (`torch.FloatTensor` of shape `(batch_size, embed_dim)`):
+            L2-normalised projected text embeddings (`pooler_output` of `get_text_features`).
+        vision_model_output (`BaseModelOutputWithPooling`):
+            The image tower's output: tokens `(batch_size, num_tokens, vision_hidden_size)` and `image_embeds`.
+        text_model_output (`WVLPTextOutput`):
+            The text tower's output in text mode: hidden states, the fusion input and `text_embeds`.
+    """
 
     loss: torch.FloatTensor | None = None
     logits_per_image: torch.FloatTensor | None = None
@@ -63,7 +82,32 @@ class WVLPOutput(ModelOutput):
 
 @dataclass
 class WVLPPreTrainingOutput(ModelOutput):
-    """Output of `WVLPForPreTraining.forward`: the weighted total and every loss term by name."""
+    r"""
+    Output of `WVLPForPreTraining.forward`: the weighted total and every loss term by name (one `<term>_loss` field per
+    entry of `LOSS_TERMS`). A term is returned when its weight is > 0 and its inputs were given; each is a scalar.
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`):
+            Sum of `<term>_loss_weight * <term>_loss` over the returned terms.
+        itc_loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `itc_loss_weight > 0`):
+            Image-text contrastive loss against the teacher's gathered embeddings and the queue, both directions.
+        itm_loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `itm_loss_weight > 0`):
+            Image-text matching over positives and hard negatives of another category.
+        mlm_loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `mlm_loss_weight > 0` and `mlm_input_ids` are given):
+            Image-conditioned masked language modelling.
+        imc_loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `imc_loss_weight > 0` and `pixel_values_aug` is given):
+            Intra-modal contrastive loss: an image against its augmented view, a text against the teacher's text.
+        knowledge_loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `knowledge_loss_weight > 0` and `knowledge_input_ids` are given):
+            Contrastive loss between images and retrieved external-knowledge sentences, both directions.
+        generation_loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `generation_loss_weight > 0`):
+            Causal-LM loss of the paired description after the bridge's image prompts, through the frozen LM.
+        pformer_alignment_loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `pformer_alignment_loss_weight > 0`):
+            MSE between the bridge's image prompts and the frozen P-Former's prompts of the paired description.
+        logits_per_image (`torch.FloatTensor` of shape `(batch_size, batch_size)`):
+            The student's in-batch image-text similarities divided by the temperature.
+        itm_logits (`torch.FloatTensor` of shape `(3 * batch_size, 2)`, *optional*, returned when `itm_loss` is):
+            Match/no-match logits of the positive pairs, then the hard-negative images, then the hard-negative texts.
+    """
 
     loss: torch.FloatTensor | None = None
     itc_loss: torch.FloatTensor | None = None
@@ -77,7 +121,23 @@ class WVLPPreTrainingOutput(ModelOutput):
     itm_logits: torch.FloatTensor | None = None
 
 
-LOSS_TERMS = ("itc", "itm", "mlm", "imc", "knowledge", "generation", "pformer_alignment")
+@dataclass
+class WVLPMomentumFeatures:
+    """The momentum teacher's side of one batch, built once per step and shared by the ITC, IMC and knowledge terms.
+
+    Columns are this batch's teacher embeddings gathered from every process (rank order), then the queue.
+    """
+
+    vision: BaseModelOutputWithPooling  # the teacher's image tower output (its tokens feed the MLM soft targets)
+    image_embeds_teacher: torch.Tensor  # (B, D) the teacher's embeddings of the local images
+    text_embeds_teacher: torch.Tensor  # (B, D)
+    image_embeds_teacher_global: torch.Tensor  # (W * B, D) gathered from all W processes
+    text_embeds_teacher_global: torch.Tensor  # (W * B, D)
+    category_ids_global: torch.Tensor  # (W * B,)
+    image_columns: torch.Tensor  # (W * B + Q, D) gathered embeddings, then the image queue
+    text_columns: torch.Tensor  # (W * B + Q, D)
+    column_categories: torch.Tensor  # (W * B + Q,) -1 in queue slots not filled yet
+    column_valid: torch.Tensor  # (W * B + Q,) bool: False for queue slots not filled yet
 
 
 class WVLPPreTrainedModel(PreTrainedModel):
@@ -90,6 +150,14 @@ class WVLPPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     # Every loss is a per-batch mean: the Trainer must scale it for gradient accumulation itself.
     accepts_loss_kwargs = False
+
+    def __init__(self, config, *inputs, **kwargs):
+        super().__init__(config, *inputs, **kwargs)
+        follow_attn_implementation(self.config)
+
+    def set_attn_implementation(self, attn_implementation: str | dict) -> None:
+        super().set_attn_implementation(attn_implementation)
+        follow_attn_implementation(self.config, attn_implementation)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -134,7 +202,7 @@ class WVLPModel(WVLPPreTrainedModel):
         super().__init__(config)
         text_hidden = config.text_config.hidden_size
         self.vision_model = WVLPVisionTower(config)
-        self.text_model = WVLPTextTower(config)
+        self.text_model = WVLPTextTower(config.text_config, config.fusion_layer, config.vision_hidden_size)
         self.vision_proj = nn.Linear(config.vision_hidden_size, config.embed_dim)
         self.text_proj = nn.Linear(text_hidden, config.embed_dim)
         self.temp = WVLPTemperature(config.temperature, config.temperature_min, config.temperature_max)
@@ -156,13 +224,69 @@ class WVLPModel(WVLPPreTrainedModel):
         return self.temp()
 
     def get_image_features(self, pixel_values: torch.Tensor) -> BaseModelOutputWithPooling:
-        """Image tokens in `last_hidden_state`; the projected, L2-normalised embedding in `pooler_output`."""
+        r"""
+        L2-normalised projected embedding of each image in `pooler_output` (unlike CLIP's, already normalised, so
+        `image_embeds @ text_embeds.T` are cosine similarities); the image tokens in `last_hidden_state`.
+
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, image_size, image_size)`):
+                Images as the processor prepares them.
+
+        Returns:
+            `BaseModelOutputWithPooling`: `last_hidden_state` of shape `(batch_size, num_tokens, vision_hidden_size)`
+            (the grid or patch tokens the fusion layers attend to), `pooler_output` of shape `(batch_size, embed_dim)`.
+
+        Examples:
+
+        ```python
+        >>> import torch
+        >>> from PIL import Image
+        >>> from transformers import AutoModel, AutoProcessor
+
+        >>> model = AutoModel.from_pretrained("org/wvlp", trust_remote_code=True)
+        >>> processor = AutoProcessor.from_pretrained("org/wvlp", trust_remote_code=True)
+        >>> image = Image.new("RGB", (96, 96), "white")
+        >>> inputs = processor(images=image, return_tensors="pt")
+        >>> with torch.no_grad():
+        ...     image_embeds = model.get_image_features(inputs["pixel_values"]).pooler_output
+        >>> image_embeds.norm(dim=-1)  # unit length
+        tensor([1.0000])
+        ```
+        """
         output = self.vision_model(pixel_values)
         output.pooler_output = F.normalize(self.vision_proj(output.pooler_output), dim=-1)
         return output
 
     def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> WVLPTextOutput:
-        """Text-mode hidden states; the projected, L2-normalised embedding in `pooler_output`."""
+        r"""
+        L2-normalised projected embedding of each text in `pooler_output`; the text-mode hidden states in
+        `last_hidden_state` and the hidden states entering the fusion layers in `fusion_input`.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
+                Token ids from the processor's tokenizer.
+            attention_mask (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+                1 for real tokens, 0 for padding; all ones when omitted.
+
+        Returns:
+            `WVLPTextOutput`: `last_hidden_state` and `fusion_input` of shape `(batch_size, sequence_length,
+            hidden_size)`, `pooler_output` of shape `(batch_size, embed_dim)`.
+
+        Examples:
+
+        ```python
+        >>> import torch
+        >>> from transformers import AutoModel, AutoProcessor
+
+        >>> model = AutoModel.from_pretrained("org/wvlp", trust_remote_code=True)
+        >>> processor = AutoProcessor.from_pretrained("org/wvlp", trust_remote_code=True)
+        >>> inputs = processor(text=["a photo of a sneaker.", "a photo of a bag."], return_tensors="pt")
+        >>> with torch.no_grad():
+        ...     text_embeds = model.get_text_features(inputs["input_ids"], inputs["attention_mask"]).pooler_output
+        >>> text_embeds.shape
+        torch.Size([2, 256])
+        ```
+        """
         output = self.text_model.encode(input_ids, attention_mask)
         output.pooler_output = F.normalize(self.text_proj(output.pooler_output), dim=-1)
         return output
@@ -187,9 +311,9 @@ class WVLPModel(WVLPPreTrainedModel):
         return self
 
     def get_language_model(self) -> nn.Module:
-        """The attached frozen LM, loaded from `config.language_model_path` on first use when none is attached."""
+        """The attached frozen LM, loaded by `config.language_model_id` on first use when none is attached."""
         if self._language_model is None:
-            self.attach_language_model(load_language_model(self.config.language_model_path))
+            self.attach_language_model(load_language_model(self.config.language_model_id))
         return self._language_model
 
     @torch.no_grad()
@@ -208,7 +332,7 @@ class WVLPModel(WVLPPreTrainedModel):
 
         Give `pixel_values` (B, 3, H, W) or `images` (PIL/numpy, preprocessed by `image_processor`, by default a
         `WVLPImageProcessor` at the tower's resolution). The LM and its tokenizer default to the attached ones, else
-        are loaded from `config.language_model_path` (the LM is not part of the saved WVLP weights).
+        are loaded by `config.language_model_id` (the LM is not part of the saved WVLP weights).
         """
         if (pixel_values is None) == (images is None):
             raise ValueError("generate_description needs exactly one of pixel_values or images")
@@ -222,7 +346,7 @@ class WVLPModel(WVLPPreTrainedModel):
         device = next(self.parameters()).device
         language_model = language_model if language_model is not None else self.get_language_model()
         if tokenizer is None:
-            tokenizer = getattr(self, "_lm_tokenizer", None) or load_lm_tokenizer(self.config.language_model_path)
+            tokenizer = getattr(self, "_lm_tokenizer", None) or load_lm_tokenizer(self.config.language_model_id)
             object.__setattr__(self, "_lm_tokenizer", tokenizer)
         was_training = self.training
         self.eval()
@@ -245,7 +369,40 @@ class WVLPModel(WVLPPreTrainedModel):
         pixel_values: torch.Tensor | None = None,
         image_tokens: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Probability that each aligned (image, text) pair matches; pass `image_tokens` to reuse computed ones."""
+        r"""
+        Probability that each aligned (image, text) pair matches, from the fusion encoder's ITM head: row i scores
+        image i against text i. Use it to re-rank the top ITC candidates.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
+                Token ids of the texts.
+            attention_mask (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+                1 for real tokens, 0 for padding; all ones when omitted.
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, image_size, image_size)`, *optional*):
+                The images; give these or `image_tokens`.
+            image_tokens (`torch.FloatTensor` of shape `(batch_size, num_tokens, vision_hidden_size)`, *optional*):
+                Image tokens computed before (`get_image_features(...).last_hidden_state`), to reuse them.
+
+        Returns:
+            `torch.FloatTensor` of shape `(batch_size,)`: match probabilities in [0, 1].
+
+        Examples:
+
+        ```python
+        >>> import torch
+        >>> from PIL import Image
+        >>> from transformers import AutoModel, AutoProcessor
+
+        >>> model = AutoModel.from_pretrained("org/wvlp", trust_remote_code=True)
+        >>> processor = AutoProcessor.from_pretrained("org/wvlp", trust_remote_code=True)
+        >>> images = [Image.new("RGB", (96, 96), "white")] * 2
+        >>> inputs = processor(images=images, text=["a photo of a sneaker.", "a photo of a bag."], return_tensors="pt")
+        >>> with torch.no_grad():
+        ...     scores = model.itm_score(inputs["input_ids"], inputs["attention_mask"], pixel_values=inputs["pixel_values"])
+        >>> scores.shape
+        torch.Size([2])
+        ```
+        """
         if image_tokens is None:
             if pixel_values is None:
                 raise ValueError("itm_score needs pixel_values or image_tokens")
@@ -263,7 +420,38 @@ class WVLPModel(WVLPPreTrainedModel):
         category_ids: torch.Tensor | None = None,
         return_loss: bool | None = None,
     ) -> WVLPOutput:
-        """Dual-encoder pass; `return_loss` adds the in-batch ITC (category-aware when `category_ids` are given)."""
+        r"""
+        Dual-encoder pass: the embeddings of both modalities and their similarity logits; `return_loss` adds the
+        in-batch ITC.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(text_batch_size, sequence_length)`):
+                Token ids of the texts.
+            pixel_values (`torch.FloatTensor` of shape `(image_batch_size, 3, image_size, image_size)`):
+                The images.
+            attention_mask (`torch.LongTensor` of shape `(text_batch_size, sequence_length)`, *optional*):
+                1 for real tokens, 0 for padding.
+            category_ids (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+                Category of each (aligned) pair: same-category pairs count as positives of the loss.
+            return_loss (`bool`, *optional*):
+                Whether to return the contrastive loss (images and texts must then be aligned pairs).
+
+        Examples:
+
+        ```python
+        >>> import torch
+        >>> from PIL import Image
+        >>> from transformers import AutoModel, AutoProcessor
+
+        >>> model = AutoModel.from_pretrained("org/wvlp", trust_remote_code=True)
+        >>> processor = AutoProcessor.from_pretrained("org/wvlp", trust_remote_code=True)
+        >>> image = Image.new("RGB", (96, 96), "white")
+        >>> inputs = processor(images=image, text=["a photo of a sneaker.", "a photo of a bag."], return_tensors="pt")
+        >>> with torch.no_grad():
+        ...     outputs = model(**inputs)
+        >>> probs = outputs.logits_per_image.softmax(dim=1)  # zero-shot label probabilities of the image
+        ```
+        """
         if input_ids is None or pixel_values is None:
             raise ValueError("WVLPModel.forward needs both input_ids and pixel_values")
         vision = self.get_image_features(pixel_values)
@@ -273,7 +461,7 @@ class WVLPModel(WVLPPreTrainedModel):
         logits_per_image = (image_embeds.float() @ text_embeds.float().t()) / temperature
         loss = None
         if return_loss:
-            loss = clip_loss(image_embeds, text_embeds, temperature, category_ids)["itc_loss"]
+            loss = clip_loss(image_embeds, text_embeds, temperature, category_ids=category_ids)
         return WVLPOutput(
             loss=loss,
             logits_per_image=logits_per_image,
@@ -288,15 +476,18 @@ class WVLPModel(WVLPPreTrainedModel):
 class WVLPForPreTraining(WVLPPreTrainedModel):
     """Training state: the student `WVLPModel`, its EMA teacher, feature queues and every pre-training loss.
 
-    Publish the student with `save_published(folder)`; `save_pretrained` here writes the whole training state.
+    Publish the student with `save_published(folder)`; `save_pretrained` here writes the whole training state. The
+    pre-training settings are `config.pretraining_config` (a default `WVLPPreTrainingConfig` when the config has none).
     """
 
     def __init__(self, config: WVLPConfig):
+        if config.pretraining_config is None:
+            config.pretraining_config = WVLPPreTrainingConfig()
         super().__init__(config)
         self.wvlp = WVLPModel(config)
         self.teacher = WVLPModel(config)
         self.teacher.requires_grad_(False)
-        embed_dim, size = config.embed_dim, config.queue_size
+        embed_dim, size = config.embed_dim, config.pretraining_config.queue_size
         self.register_buffer("image_queue", torch.zeros(size, embed_dim))
         self.register_buffer("text_queue", torch.zeros(size, embed_dim))
         self.register_buffer("category_queue", torch.full((size,), -1, dtype=torch.long))  # -1: slot not filled yet
@@ -345,39 +536,38 @@ class WVLPForPreTraining(WVLPPreTrainedModel):
         self.teacher.load_state_dict(self.wvlp.state_dict())
 
     @torch.no_grad()
-    def student_state(self) -> dict[str, torch.Tensor]:
-        """The student's effective weights under plain `WVLPModel` names, also when PEFT adapters are injected.
+    def momentum_update(
+        self, student_state: dict[str, torch.Tensor] | None = None, *, momentum: float | None = None
+    ) -> None:
+        """EMA step teacher <- m * teacher + (1 - m) * student; call once per optimiser step.
 
-        A LoRA layer contributes base weight + its active adapters' delta; a `modules_to_save` copy stands for its
-        module. So the teacher and the published model follow what the student actually computes.
+        `student_state` holds the student's effective weights under plain `WVLPModel` names (by default its
+        `state_dict()`); with adapters injected, pass the merged ones (`wvlp.train.lora.merged_state_dict`), so the
+        teacher follows what the student actually computes. `momentum` defaults to `pretraining_config.momentum`.
         """
-        state = {}
-        for name, module in self.wvlp.named_modules():
-            if hasattr(module, "base_layer") and hasattr(module, "get_delta_weight"):
-                delta = sum(module.get_delta_weight(a) for a in module.active_adapters if a in module.lora_A.keys())
-                state[f"{name}.weight"] = module.base_layer.weight + delta
-                if getattr(module.base_layer, "bias", None) is not None:
-                    state[f"{name}.bias"] = module.base_layer.bias
-        for name, tensor in self.wvlp.state_dict(keep_vars=True).items():
-            if "lora_" in name or ".original_module." in name or ".base_layer." in name:
-                continue
-            state.setdefault(name.replace(".modules_to_save.default.", "."), tensor)
-        return state
-
-    @torch.no_grad()
-    def momentum_update(self, momentum: float | None = None) -> None:
-        """EMA step teacher <- m * teacher + (1 - m) * student; call once per optimiser step."""
-        m = self.config.momentum if momentum is None else momentum
-        student = self.student_state()
+        m = self.config.pretraining_config.momentum if momentum is None else momentum
+        student = self.wvlp.state_dict() if student_state is None else student_state
+        missing = [name for name in self.teacher.state_dict() if name not in student]
+        if missing:
+            raise KeyError(
+                f"student_state lacks {missing[:3]} (of {len(missing)}): it must hold plain WVLPModel names; with "
+                "PEFT adapters injected pass wvlp.train.lora.merged_state_dict(model)"
+            )
         for name, teacher in self.teacher.named_parameters():
             teacher.mul_(m).add_(student[name].detach(), alpha=1 - m)
         for name, teacher in self.teacher.named_buffers():  # BatchNorm statistics are copied
             teacher.copy_(student[name])
 
-    def published_model(self) -> WVLPModel:
-        """The student alone, as a standalone `WVLPModel` (no teacher, no queues, adapters merged)."""
-        model = WVLPModel(copy.deepcopy(self.config))
-        model.load_state_dict({k: v.detach() for k, v in self.student_state().items()})
+    def published_model(self, student_state: dict[str, torch.Tensor] | None = None) -> WVLPModel:
+        """The student alone, as a standalone `WVLPModel`: no teacher, no queues, no pre-training settings.
+
+        `student_state` as in `momentum_update`: the merged weights when adapters are injected.
+        """
+        config = copy.deepcopy(self.config)
+        config.pretraining_config = None  # training state: a published config.json is architecture only
+        model = WVLPModel(config)
+        state = self.wvlp.state_dict() if student_state is None else student_state
+        model.load_state_dict({k: v.detach() for k, v in state.items()})
         return model
 
     @classmethod
@@ -393,19 +583,47 @@ class WVLPForPreTraining(WVLPPreTrainedModel):
         self.published_model().save_pretrained(save_directory, **kwargs)
 
     @torch.no_grad()
-    def _enqueue(self, image_features: torch.Tensor, text_features: torch.Tensor, category_ids: torch.Tensor) -> None:
-        size = self.config.queue_size
+    def _enqueue(self, teacher: WVLPMomentumFeatures) -> None:
+        """Writes this step's gathered teacher embeddings and categories into the ring-buffer queues."""
+        size = self.config.pretraining_config.queue_size
         if size == 0:
             return
-        n = min(image_features.shape[0], size)
+        image_embeds, text_embeds = teacher.image_embeds_teacher_global, teacher.text_embeds_teacher_global
+        n = min(image_embeds.shape[0], size)
         slots = (self.queue_ptr + torch.arange(n, device=self.queue_ptr.device)) % size
-        self.image_queue[slots] = image_features[-n:].to(self.image_queue.dtype)
-        self.text_queue[slots] = text_features[-n:].to(self.text_queue.dtype)
-        self.category_queue[slots] = category_ids[-n:]
+        self.image_queue[slots] = image_embeds[-n:].to(self.image_queue.dtype)
+        self.text_queue[slots] = text_embeds[-n:].to(self.text_queue.dtype)
+        self.category_queue[slots] = teacher.category_ids_global[-n:]
         self.queue_ptr.copy_((self.queue_ptr + n) % size)
 
-    def _weight(self, term: str) -> float:
-        return getattr(self.config, f"{term}_loss_weight")
+    def _active_weights(
+        self,
+        mlm_input_ids: torch.Tensor | None,
+        pixel_values_aug: torch.Tensor | None,
+        knowledge_input_ids: torch.Tensor | None,
+        lm_input_ids: torch.Tensor | None,
+    ) -> dict[str, float]:
+        """Each term's weight, 0 for the terms whose inputs this batch lacks."""
+        weights = {term: self.config.pretraining_config.loss_weight(term) for term in LOSS_TERMS}
+        if knowledge_input_ids is None:
+            weights["knowledge"] = 0.0
+        if pixel_values_aug is None:
+            weights["imc"] = 0.0
+        if mlm_input_ids is None:
+            weights["mlm"] = 0.0
+        if lm_input_ids is None and weights["generation"] > 0:
+            raise ValueError(
+                "generation_loss_weight > 0 needs lm_input_ids: the paired descriptions in the frozen "
+                "LM's tokens (DistillationCollator(lm_tokenizer=...) adds them)"
+            )
+        return weights
+
+    def _alpha(self, alpha: float | None) -> float:
+        """This step's momentum-distillation weight: the trainer's (warmed-up) value, else the config's."""
+        pretraining = self.config.pretraining_config
+        if not pretraining.momentum_distillation:
+            return 0.0
+        return pretraining.alpha if alpha is None else alpha
 
     def forward(
         self,
@@ -424,125 +642,190 @@ class WVLPForPreTraining(WVLPPreTrainedModel):
         lm_input_ids: torch.Tensor | None = None,
         lm_attention_mask: torch.Tensor | None = None,
     ) -> WVLPPreTrainingOutput:
-        """All pre-training losses of one batch (see DESIGN "Pre-training objective"); terms with weight 0 are skipped.
+        r"""
+        All pre-training losses of one batch (README.md, "Pre-training objective"); terms with weight 0 are skipped.
 
-        knowledge_*: (B, k, L) retrieved corpus sentences per description, `knowledge_valid` (B, k) marks real ones.
-        teacher_targets: (B, B) frozen-teacher soft targets between this batch's descriptions (rows sum to 1).
-        alpha: momentum-distillation weight for this step (the trainer warms it up); defaults to `config.alpha`.
-        lm_input_ids / lm_attention_mask: the descriptions in the frozen LM's tokens (right-padded), for
-        `generation_loss`; `pformer_alignment_loss` reads `input_ids` with the attached P-Former.
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, image_size, image_size)`): the images.
+            input_ids, attention_mask (`torch.LongTensor` of shape `(batch_size, sequence_length)`): each image's
+                paired description.
+            category_ids (`torch.LongTensor` of shape `(batch_size,)`): each pair's category (same-category pairs
+                are positives).
+            mlm_input_ids, mlm_labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*): the
+                masked descriptions and their labels (-100 where not masked), for `mlm_loss`.
+            pixel_values_aug (`torch.FloatTensor`, *optional*): an augmented view of each image, for `imc_loss`.
+            knowledge_input_ids, knowledge_attention_mask (`torch.LongTensor` of shape `(batch_size, k, length)`,
+                *optional*): retrieved corpus sentences per description; `knowledge_valid` `(batch_size, k)` marks the
+                real ones.
+            teacher_targets (`torch.FloatTensor` of shape `(batch_size, batch_size)`, *optional*): frozen-teacher soft
+                targets between this batch's descriptions (rows sum to 1).
+            alpha (`float`, *optional*): momentum-distillation weight for this step (the trainer warms it up);
+                defaults to `pretraining_config.alpha`.
+            lm_input_ids, lm_attention_mask (`torch.LongTensor`, *optional*): the descriptions in the frozen LM's
+                tokens (right-padded), for `generation_loss`; `pformer_alignment_loss` reads `input_ids` with the
+                attached P-Former.
         """
-        config = self.config
-        alpha = config.alpha if alpha is None else alpha
-        if not config.momentum_distillation:
-            alpha = 0.0
-        batch = pixel_values.shape[0]
-        rank, _ = world_info()
-        temperature = self.wvlp.temperature()
-        weights = {term: self._weight(term) for term in LOSS_TERMS}
-        if knowledge_input_ids is None:
-            weights["knowledge"] = 0.0
-        if pixel_values_aug is None:
-            weights["imc"] = 0.0
-        if mlm_input_ids is None:
-            weights["mlm"] = 0.0
-        if lm_input_ids is None and weights["generation"] > 0:
-            raise ValueError(
-                "generation_loss_weight > 0 needs lm_input_ids: the paired descriptions in the frozen "
-                "LM's tokens (DistillationCollator(lm_tokenizer=...) adds them)"
-            )
-
+        weights = self._active_weights(mlm_input_ids, pixel_values_aug, knowledge_input_ids, lm_input_ids)
+        alpha, temperature = self._alpha(alpha), self.wvlp.temperature()
         vision = self.wvlp.get_image_features(pixel_values)
         text = self.wvlp.get_text_features(input_ids, attention_mask)
-        image_feat, text_feat = vision.pooler_output, text.pooler_output
+        image_embeds, text_embeds = vision.pooler_output, text.pooler_output
+        teacher = self._momentum_features(pixel_values, input_ids, attention_mask, category_ids)  # gathered + queue
+        targets = self._contrastive_targets(teacher, category_ids, teacher_targets)
+        contrast = dict(targets=targets, temperature=temperature, alpha=alpha)
 
-        with torch.no_grad():
-            teacher_vision = self.teacher.get_image_features(pixel_values)
-            image_feat_m = teacher_vision.pooler_output
-            text_feat_m = self.teacher.get_text_features(input_ids, attention_mask).pooler_output
-            image_feat_m_all = gather_features(image_feat_m)
-            text_feat_m_all = gather_features(text_feat_m)
-            categories_all = gather_features(category_ids)
-            queue_valid = self.category_queue >= 0
-            instance_all = torch.arange(categories_all.shape[0], device=category_ids.device)
-            if config.category_aware_targets:
-                row_keys, col_keys = category_ids, torch.cat([categories_all, self.category_queue])
-            else:  # instance discrimination: only the paired item is a positive
-                row_keys = instance_all[rank * batch : (rank + 1) * batch]
-                col_keys = torch.cat([instance_all, torch.full_like(self.category_queue, -1)])
-            column_valid = torch.cat([torch.ones_like(categories_all, dtype=torch.bool), queue_valid])
-            hard_targets = positive_targets(row_keys, col_keys, column_valid)
-            if teacher_targets is not None and config.frozen_teacher_weight > 0:
-                frozen = torch.zeros_like(hard_targets)
-                frozen[:, rank * batch : (rank + 1) * batch] = teacher_targets.to(frozen.dtype)
-                beta = config.frozen_teacher_weight
-                hard_targets = (1 - beta) * hard_targets + beta * frozen
-
-        text_columns = torch.cat([text_feat_m_all, self.text_queue])
-        image_columns = torch.cat([image_feat_m_all, self.image_queue])
-
-        def both_directions(rows_a, columns_a, teacher_a, rows_b, columns_b, teacher_b) -> torch.Tensor:
-            return (
-                contrastive_loss(rows_a, columns_a, hard_targets, temperature, column_valid, teacher_a, alpha)
-                + contrastive_loss(rows_b, columns_b, hard_targets, temperature, column_valid, teacher_b, alpha)
-            ) / 2
-
-        terms = {}
+        terms, itm_logits = {}, None
         if weights["itc"] > 0:
-            terms["itc"] = both_directions(
-                image_feat, text_columns, image_feat_m, text_feat, image_columns, text_feat_m
-            )
-
+            terms["itc"] = self._itc_loss(image_embeds, text_embeds, teacher, **contrast)
         if weights["imc"] > 0:
-            # Intra-modal: an image against the teacher's view of its augmented copy; a text against the teacher's text.
-            with torch.no_grad():
-                image_aug_m = self.teacher.get_image_features(pixel_values_aug).pooler_output
-                image_aug_columns = torch.cat([gather_features(image_aug_m), self.image_queue])
-            terms["imc"] = both_directions(
-                image_feat, image_aug_columns, image_aug_m, text_feat, text_columns, text_feat_m
-            )
-
+            terms["imc"] = self._imc_loss(image_embeds, text_embeds, pixel_values_aug, teacher, **contrast)
         if weights["knowledge"] > 0:
+            knowledge = (knowledge_input_ids, knowledge_attention_mask, knowledge_valid)
             terms["knowledge"] = self._knowledge_loss(
-                image_feat,
-                image_feat_m,
-                image_feat_m_all,
-                category_ids,
-                knowledge_input_ids,
-                knowledge_attention_mask,
-                knowledge_valid,
-                temperature,
-                alpha,
+                image_embeds, teacher, category_ids, *knowledge, temperature, alpha
             )
-
-        itm_logits = None
         if weights["itm"] > 0:
-            terms["itm"], itm_logits = self._itm_loss(
-                vision.last_hidden_state, text.fusion_input, attention_mask, image_feat, text_feat, category_ids
-            )
-
+            terms["itm"], itm_logits = self._itm_loss(vision, text, attention_mask, category_ids)
         if weights["mlm"] > 0:
-            terms["mlm"] = self._mlm_loss(
-                mlm_input_ids, attention_mask, mlm_labels, vision.last_hidden_state, teacher_vision, alpha
-            )
-
+            terms["mlm"] = self._mlm_loss(mlm_input_ids, attention_mask, mlm_labels, vision, teacher.vision, alpha)
         if weights["generation"] > 0 or weights["pformer_alignment"] > 0:
-            terms.update(
-                self._prompt_losses(
-                    vision.last_hidden_state, input_ids, attention_mask, lm_input_ids, lm_attention_mask, weights
-                )
-            )
-
+            prompt_inputs = (input_ids, attention_mask, lm_input_ids, lm_attention_mask)
+            terms.update(self._prompt_losses(vision.last_hidden_state, *prompt_inputs, weights))
         if weights["itc"] > 0 or weights["imc"] > 0:
-            with torch.no_grad():
-                self._enqueue(image_feat_m_all, text_feat_m_all, categories_all)
+            self._enqueue(teacher)
 
-        total = sum(weights[name] * value for name, value in terms.items())
         return WVLPPreTrainingOutput(
-            loss=total,
-            logits_per_image=(image_feat.float() @ text_feat.float().t()) / temperature,
+            loss=sum(weights[name] * value for name, value in terms.items()),
+            logits_per_image=(image_embeds.float() @ text_embeds.float().t()) / temperature,
             itm_logits=itm_logits,
             **{f"{name}_loss": value for name, value in terms.items()},
+        )
+
+    @torch.no_grad()
+    def _momentum_features(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        category_ids: torch.Tensor,
+    ) -> WVLPMomentumFeatures:
+        """The teacher's embeddings of the batch, gathered from every process, then the queue: the contrastive columns."""
+        vision = self.teacher.get_image_features(pixel_values)
+        image_embeds_teacher = vision.pooler_output
+        text_embeds_teacher = self.teacher.get_text_features(input_ids, attention_mask).pooler_output
+        image_embeds_teacher_global = gather_features(image_embeds_teacher)
+        text_embeds_teacher_global = gather_features(text_embeds_teacher)
+        category_ids_global = gather_features(category_ids)
+        queue_valid = self.category_queue >= 0
+        return WVLPMomentumFeatures(
+            vision=vision,
+            image_embeds_teacher=image_embeds_teacher,
+            text_embeds_teacher=text_embeds_teacher,
+            image_embeds_teacher_global=image_embeds_teacher_global,
+            text_embeds_teacher_global=text_embeds_teacher_global,
+            category_ids_global=category_ids_global,
+            image_columns=torch.cat([image_embeds_teacher_global, self.image_queue]),
+            text_columns=torch.cat([text_embeds_teacher_global, self.text_queue]),
+            column_categories=torch.cat([category_ids_global, self.category_queue]),
+            column_valid=torch.cat([torch.ones_like(category_ids_global, dtype=torch.bool), queue_valid]),
+        )
+
+    @torch.no_grad()
+    def _contrastive_targets(
+        self, teacher: WVLPMomentumFeatures, category_ids: torch.Tensor, teacher_targets: torch.Tensor | None
+    ) -> torch.Tensor:
+        """(B, W * B + Q) hard targets of the local rows over the columns: same-category columns are positives (the
+        paired column only, without `category_aware_targets`), mixed with the frozen teacher's soft targets."""
+        pretraining = self.config.pretraining_config
+        rank, _ = world_info()
+        batch = category_ids.shape[0]
+        local = slice(rank * batch, (rank + 1) * batch)
+        if pretraining.category_aware_targets:
+            row_keys, col_keys = category_ids, teacher.column_categories
+        else:  # instance discrimination: only the paired item is a positive
+            instance_all = torch.arange(teacher.category_ids_global.shape[0], device=category_ids.device)
+            row_keys = instance_all[local]
+            col_keys = torch.cat([instance_all, torch.full_like(self.category_queue, -1)])
+        hard_targets = positive_targets(row_keys, col_keys, teacher.column_valid)
+        if teacher_targets is not None and pretraining.frozen_teacher_weight > 0:
+            frozen = torch.zeros_like(hard_targets)
+            frozen[:, local] = teacher_targets.to(frozen.dtype)
+            beta = pretraining.frozen_teacher_weight
+            hard_targets = (1 - beta) * hard_targets + beta * frozen
+        return hard_targets
+
+    @staticmethod
+    def _both_directions(
+        rows_a: torch.Tensor,
+        columns_a: torch.Tensor,
+        teacher_a: torch.Tensor,
+        rows_b: torch.Tensor,
+        columns_b: torch.Tensor,
+        teacher_b: torch.Tensor,
+        *,
+        targets: torch.Tensor,
+        column_valid: torch.Tensor,
+        temperature: torch.Tensor,
+        alpha: float,
+    ) -> torch.Tensor:
+        """Mean of two momentum-distilled contrastive directions (a -> b's columns, b -> a's) on the same targets."""
+        common = dict(column_valid=column_valid, alpha=alpha)
+        return (
+            contrastive_loss(rows_a, columns_a, targets, temperature, teacher_rows=teacher_a, **common)
+            + contrastive_loss(rows_b, columns_b, targets, temperature, teacher_rows=teacher_b, **common)
+        ) / 2
+
+    def _itc_loss(
+        self,
+        image_embeds: torch.Tensor,
+        text_embeds: torch.Tensor,
+        teacher: WVLPMomentumFeatures,
+        *,
+        targets: torch.Tensor,
+        temperature: torch.Tensor,
+        alpha: float,
+    ) -> torch.Tensor:
+        """Image-to-text and text-to-image contrastive loss against the teacher's columns."""
+        return self._both_directions(
+            image_embeds,
+            teacher.text_columns,
+            teacher.image_embeds_teacher,
+            text_embeds,
+            teacher.image_columns,
+            teacher.text_embeds_teacher,
+            targets=targets,
+            column_valid=teacher.column_valid,
+            temperature=temperature,
+            alpha=alpha,
+        )
+
+    def _imc_loss(
+        self,
+        image_embeds: torch.Tensor,
+        text_embeds: torch.Tensor,
+        pixel_values_aug: torch.Tensor,
+        teacher: WVLPMomentumFeatures,
+        *,
+        targets: torch.Tensor,
+        temperature: torch.Tensor,
+        alpha: float,
+    ) -> torch.Tensor:
+        """Intra-modal contrastive loss."""
+        # Intra-modal: an image against the teacher's view of its augmented copy; a text against the teacher's text.
+        with torch.no_grad():
+            image_aug_teacher = self.teacher.get_image_features(pixel_values_aug).pooler_output
+            image_aug_columns = torch.cat([gather_features(image_aug_teacher), self.image_queue])
+        return self._both_directions(
+            image_embeds,
+            image_aug_columns,
+            image_aug_teacher,
+            text_embeds,
+            teacher.text_columns,
+            teacher.text_embeds_teacher,
+            targets=targets,
+            column_valid=teacher.column_valid,
+            temperature=temperature,
+            alpha=alpha,
         )
 
     def _prompt_losses(
@@ -573,9 +856,8 @@ class WVLPForPreTraining(WVLPPreTrainedModel):
 
     def _knowledge_loss(
         self,
-        image_feat: torch.Tensor,
-        image_feat_m: torch.Tensor,
-        image_feat_m_all: torch.Tensor,
+        image_embeds: torch.Tensor,
+        teacher: WVLPMomentumFeatures,
         category_ids: torch.Tensor,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
@@ -583,7 +865,10 @@ class WVLPForPreTraining(WVLPPreTrainedModel):
         temperature: torch.Tensor,
         alpha: float,
     ) -> torch.Tensor:
-        """Retrieved corpus sentences as extra positives of their description's image (and category), both directions."""
+        """Retrieved corpus sentences as extra positives of their description's image (and category), both directions.
+
+        The knowledge-to-image direction reuses ITC's teacher image columns (gathered embeddings + queue) and mask.
+        """
         batch, k, length = input_ids.shape
         valid = torch.ones(batch, k, dtype=torch.bool, device=input_ids.device) if valid is None else valid.bool()
         flat_ids, flat_mask, flat_valid = (
@@ -592,68 +877,74 @@ class WVLPForPreTraining(WVLPPreTrainedModel):
             valid.reshape(-1),
         )
         knowledge_categories = category_ids.repeat_interleave(k)
-        knowledge_feat = self.wvlp.get_text_features(flat_ids, flat_mask).pooler_output
+        knowledge_embeds = self.wvlp.get_text_features(flat_ids, flat_mask).pooler_output
         with torch.no_grad():
-            knowledge_feat_m = self.teacher.get_text_features(flat_ids, flat_mask).pooler_output
-            knowledge_m_all = gather_features(knowledge_feat_m)
-            knowledge_valid_all = gather_features(flat_valid)
-            knowledge_categories_all = gather_features(knowledge_categories)
-            categories_all = gather_features(category_ids)
-            queue_valid = self.category_queue >= 0
-            image_columns = torch.cat([image_feat_m_all, self.image_queue])
-            image_valid = torch.cat([torch.ones_like(categories_all, dtype=torch.bool), queue_valid])
-            i2k_targets = positive_targets(category_ids, knowledge_categories_all, knowledge_valid_all)
-            k2i_targets = positive_targets(
-                knowledge_categories, torch.cat([categories_all, self.category_queue]), image_valid
-            )
+            knowledge_embeds_teacher = self.teacher.get_text_features(flat_ids, flat_mask).pooler_output
+            knowledge_embeds_teacher_global = gather_features(knowledge_embeds_teacher)
+            knowledge_valid_global = gather_features(flat_valid)
+            knowledge_categories_global = gather_features(knowledge_categories)
+            i2k_targets = positive_targets(category_ids, knowledge_categories_global, knowledge_valid_global)
+            k2i_targets = positive_targets(knowledge_categories, teacher.column_categories, teacher.column_valid)
         image_to_knowledge = contrastive_loss(
-            image_feat, knowledge_m_all, i2k_targets, temperature, knowledge_valid_all, image_feat_m, alpha
+            image_embeds,
+            knowledge_embeds_teacher_global,
+            i2k_targets,
+            temperature,
+            column_valid=knowledge_valid_global,
+            teacher_rows=teacher.image_embeds_teacher,
+            alpha=alpha,
         )
         knowledge_to_image = contrastive_loss(
-            knowledge_feat, image_columns, k2i_targets, temperature, image_valid, knowledge_feat_m, alpha, flat_valid
+            knowledge_embeds,
+            teacher.image_columns,
+            k2i_targets,
+            temperature,
+            column_valid=teacher.column_valid,
+            teacher_rows=knowledge_embeds_teacher,
+            alpha=alpha,
+            row_valid=flat_valid,
         )
         return (image_to_knowledge + knowledge_to_image) / 2
 
     def _itm_loss(
         self,
-        image_tokens: torch.Tensor,
-        fusion_input: torch.Tensor,
+        vision: BaseModelOutputWithPooling,
+        text: WVLPTextOutput,
         attention_mask: torch.Tensor,
-        image_feat: torch.Tensor,
-        text_feat: torch.Tensor,
         category_ids: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """ITM over positives and hard negatives drawn from the global batch, never from the same category."""
+        image_tokens, fusion_input = vision.last_hidden_state, text.fusion_input
         rank, _ = world_info()
         batch = image_tokens.shape[0]
         local = slice(rank * batch, (rank + 1) * batch)
-        image_tokens_all = gather_features(image_tokens, with_grad=True)
-        fusion_input_all = gather_features(fusion_input, with_grad=True)
-        attention_mask_all = gather_features(attention_mask)
+        image_tokens_global = gather_features(image_tokens, with_grad=True)
+        fusion_input_global = gather_features(fusion_input, with_grad=True)
+        attention_mask_global = gather_features(attention_mask)
         with torch.no_grad():
-            image_feat_all = gather_features(image_feat.detach())
-            text_feat_all = gather_features(text_feat.detach())
-            categories_all = gather_features(category_ids)
-            similarity = image_feat_all.float() @ text_feat_all.float().t()
-            negative_text, text_valid = sample_hard_negatives(similarity, categories_all)
-            negative_image, image_valid = sample_hard_negatives(similarity.t(), categories_all)
+            image_embeds_global = gather_features(vision.pooler_output.detach())
+            text_embeds_global = gather_features(text.pooler_output.detach())
+            category_ids_global = gather_features(category_ids)
+            similarity = image_embeds_global.float() @ text_embeds_global.float().t()
+            negative_text, text_valid = sample_hard_negatives(similarity, category_ids_global)
+            negative_image, image_valid = sample_hard_negatives(similarity.t(), category_ids_global)
         negative_text, text_valid = negative_text[local], text_valid[local]
         negative_image, image_valid = negative_image[local], image_valid[local]
 
-        pair_images = torch.cat([image_tokens, image_tokens_all[negative_image], image_tokens])
-        pair_texts = torch.cat([fusion_input, fusion_input, fusion_input_all[negative_text]])
-        pair_masks = torch.cat([attention_mask, attention_mask, attention_mask_all[negative_text]])
+        pair_images = torch.cat([image_tokens, image_tokens_global[negative_image], image_tokens])
+        pair_texts = torch.cat([fusion_input, fusion_input, fusion_input_global[negative_text]])
+        pair_masks = torch.cat([attention_mask, attention_mask, attention_mask_global[negative_text]])
         logits = self.wvlp.itm_logits(pair_images, pair_texts, pair_masks)
         labels = torch.cat([torch.ones(batch), torch.zeros(2 * batch)]).long().to(logits.device)
         valid = torch.cat([torch.ones_like(image_valid), image_valid, text_valid]).float()
-        return itm_loss(logits, labels, valid), logits
+        return itm_loss(logits, labels, valid=valid), logits
 
     def _mlm_loss(
         self,
         mlm_input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         mlm_labels: torch.Tensor,
-        image_tokens: torch.Tensor,
+        vision: BaseModelOutputWithPooling,
         teacher_vision: BaseModelOutputWithPooling,
         alpha: float,
     ) -> torch.Tensor:
@@ -662,7 +953,7 @@ class WVLPForPreTraining(WVLPPreTrainedModel):
         hidden = self.wvlp.text_model.fuse(
             self.wvlp.text_model.encode(mlm_input_ids, attention_mask, stop_at_fusion=True).fusion_input,
             attention_mask,
-            image_tokens,
+            vision.last_hidden_state,
         )
         logits = self.wvlp.mlm_head(hidden[masked])
         teacher_logits = None
@@ -675,7 +966,14 @@ class WVLPForPreTraining(WVLPPreTrainedModel):
                     teacher_vision.last_hidden_state,
                 )
                 teacher_logits = self.teacher.mlm_head(teacher_hidden[masked])
-        return mlm_loss(logits, mlm_labels[masked], teacher_logits, alpha)
+        return mlm_loss(logits, mlm_labels[masked], teacher_logits=teacher_logits, alpha=alpha)
 
 
-__all__ = ["WVLPForPreTraining", "WVLPModel", "WVLPPreTrainedModel", "WVLPOutput", "WVLPPreTrainingOutput"]
+__all__ = [
+    "WVLPForPreTraining",
+    "WVLPModel",
+    "WVLPMomentumFeatures",
+    "WVLPOutput",
+    "WVLPPreTrainedModel",
+    "WVLPPreTrainingOutput",
+]

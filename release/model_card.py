@@ -9,8 +9,6 @@ JSON has them); the prose shows the same numbers in percent with the command tha
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,7 +16,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-EVAL_SCHEMA = "wvlp-eval/1"
+from wvlp.evaluation.schema import RANK_KEYS, RETRIEVAL_KEYS, load_eval
+
 TEMPLATE_PATH = Path(__file__).with_name("model_card.md")
 LICENSE = "apache-2.0"
 PIPELINE_TAG = "zero-shot-image-classification"
@@ -33,8 +32,18 @@ BASE_TAGS = [
 ]
 # Datasets whose images are 28x28 grey: the card then warns about the resolution.
 LOW_RESOLUTION_DATASETS = {"fashion-mnist", "fashion_mnist", "mnist"}
-RETRIEVAL_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
-RANK_KEYS = ("i2t_mean_rank", "i2t_median_rank", "t2i_mean_rank", "t2i_median_rank")
+# (metric key, the name the card and model-index give it) of the zero-shot sections of a wvlp-eval/1 JSON.
+ZERO_SHOT_LABELS = (
+    ("top1", "zero-shot top-1"),
+    ("top5", "zero-shot top-5"),
+    ("seen_top1", "zero-shot top-1, seen classes"),
+    ("unseen_top1", "zero-shot top-1, unseen classes"),
+    ("harmonic", "zero-shot harmonic mean (seen, unseen)"),
+)
+DESCRIPTION_LABELS = (
+    ("top1", "zero-shot top-1, description ensembles"),
+    ("top5", "zero-shot top-5, description ensembles"),
+)
 _RETRIEVAL_NAMES = {
     "i2t_r1": ("image-to-text", "recall@1", "image-to-text R@1"),
     "i2t_r5": ("image-to-text", "recall@5", "image-to-text R@5"),
@@ -44,75 +53,6 @@ _RETRIEVAL_NAMES = {
     "t2i_r10": ("text-to-image", "recall@10", "text-to-image R@10"),
     "rsum": ("image-text-retrieval", "rsum", "RSUM (sum of the six recalls)"),
 }
-
-
-class EvalFileError(ValueError):
-    """An evaluation JSON that does not follow the `wvlp-eval/1` schema."""
-
-
-def _fraction(value: Any, where: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise EvalFileError(f"{where} must be a number or null, got {value!r}")
-    if not 0.0 <= value <= 1.0:
-        raise EvalFileError(f"{where}={value} is not a fraction in [0, 1] (wvlp-eval/1 stores fractions, not percent)")
-    return float(value)
-
-
-def _number(value: Any, where: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise EvalFileError(f"{where} must be a non-negative number or null, got {value!r}")
-    return float(value)
-
-
-def load_eval(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
-    """One evaluation as a dict, checked against `wvlp-eval/1` (a path to the JSON, or the parsed dict)."""
-    where = "evaluation dict"
-    if not isinstance(source, Mapping):
-        path = Path(source)
-        where = str(path)
-        if not path.is_file():
-            raise EvalFileError(f"evaluation file {path} does not exist")
-        try:
-            source = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise EvalFileError(f"evaluation file {path} is not valid JSON: {err}") from err
-    data = dict(source)
-    if data.get("schema") != EVAL_SCHEMA:
-        raise EvalFileError(f"{where}: schema is {data.get('schema')!r}, expected {EVAL_SCHEMA!r}")
-    metrics = data.get("metrics")
-    if not isinstance(metrics, Mapping) or not metrics:
-        raise EvalFileError(f"{where}: 'metrics' must be a non-empty mapping")
-    for key in ("model", "data"):
-        if not isinstance(data.get(key, {}), Mapping):
-            raise EvalFileError(f"{where}: {key!r} must be a mapping")
-    for section in ("zero_shot", "zero_shot_descriptions", "linear_probe"):
-        values = metrics.get(section)
-        if values is None:
-            continue
-        if not isinstance(values, Mapping):
-            raise EvalFileError(f"{where}: metrics.{section} must be a mapping")
-        for name in ("top1", "top5", "seen_top1", "unseen_top1", "harmonic"):
-            _fraction(values.get(name), f"{where}: metrics.{section}.{name}")
-        for cls, value in (values.get("per_class") or {}).items():
-            _fraction(value, f"{where}: metrics.{section}.per_class[{cls!r}]")
-    retrieval = metrics.get("retrieval")
-    if retrieval is not None:
-        if not isinstance(retrieval, Mapping):
-            raise EvalFileError(f"{where}: metrics.retrieval must be a mapping")
-        for mode in ("itc", "itm"):
-            values = retrieval.get(mode)
-            if values is None:
-                continue
-            for name in RETRIEVAL_KEYS:
-                check = _number if name == "rsum" else _fraction
-                check(values.get(name), f"{where}: metrics.retrieval.{mode}.{name}")
-            for name in RANK_KEYS:
-                _number(values.get(name), f"{where}: metrics.retrieval.{mode}.{name}")
-    return data
 
 
 def _dataset_label(data: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -149,19 +89,10 @@ def eval_results(evals: Sequence[Mapping[str, Any]]) -> list[EvalResult]:
             )
 
         zs = metrics.get("zero_shot") or {}
-        for key, label in (
-            ("top1", "zero-shot top-1"),
-            ("top5", "zero-shot top-5"),
-            ("seen_top1", "zero-shot top-1, seen classes"),
-            ("unseen_top1", "zero-shot top-1, unseen classes"),
-            ("harmonic", "zero-shot harmonic mean (seen, unseen)"),
-        ):
+        for key, label in ZERO_SHOT_LABELS:
             add(PIPELINE_TAG, "Zero-shot image classification", "accuracy", label, zs.get(key))
         zsd = metrics.get("zero_shot_descriptions") or {}
-        for key, label in (
-            ("top1", "zero-shot top-1, description ensembles"),
-            ("top5", "zero-shot top-5, description ensembles"),
-        ):
+        for key, label in DESCRIPTION_LABELS:
             add(PIPELINE_TAG, "Zero-shot image classification", "accuracy", label, zsd.get(key))
         retrieval = metrics.get("retrieval") or {}
         for mode, how in (
@@ -216,20 +147,11 @@ def _eval_section(ev: Mapping[str, Any]) -> dict[str, Any]:
     )
     rows: list[tuple[str, str]] = []
     zs = metrics.get("zero_shot") or {}
-    for key, label in (
-        ("top1", "zero-shot top-1"),
-        ("top5", "zero-shot top-5"),
-        ("seen_top1", "zero-shot top-1, seen classes"),
-        ("unseen_top1", "zero-shot top-1, unseen classes"),
-        ("harmonic", "zero-shot harmonic mean (seen, unseen)"),
-    ):
+    for key, label in ZERO_SHOT_LABELS:
         if zs.get(key) is not None:
             rows.append((label, _percent(zs[key])))
     zsd = metrics.get("zero_shot_descriptions") or {}
-    for key, label in (
-        ("top1", "zero-shot top-1, description ensembles"),
-        ("top5", "zero-shot top-5, description ensembles"),
-    ):
+    for key, label in DESCRIPTION_LABELS:
         if zsd.get(key) is not None:
             rows.append((label, _percent(zsd[key])))
     retrieval = metrics.get("retrieval") or {}
@@ -339,4 +261,4 @@ def render_model_card(
     )
 
 
-__all__ = ["EVAL_SCHEMA", "EvalFileError", "eval_results", "load_eval", "render_model_card"]
+__all__ = ["eval_results", "render_model_card"]

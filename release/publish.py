@@ -269,7 +269,9 @@ def model_release_files(folder: Path) -> list[str]:
     """The files of model folder `folder` a release publishes; any other file is refused by name, not skipped."""
     names = {p.name for p in folder.iterdir()}
     shards = {n for n in names if _WEIGHT_SHARD.match(n)}
-    for needed in ("model.safetensors", "configuration_wvlp.py", "modeling_wvlp.py", "processor_config.json"):
+    # The remote code modeling_wvlp.py imports by relative import (losses.py and the EfficientNet tower come with it).
+    code_files = ("configuration_wvlp.py", "modeling_wvlp.py", "modeling_text.py", "modeling_bridge.py")
+    for needed in ("model.safetensors", *code_files, "processor_config.json"):
         if needed not in names and not (needed == "model.safetensors" and shards):
             raise PublishError(
                 f"--model {folder}: {needed} is missing (save with WVLPModel.save_pretrained and "
@@ -302,7 +304,8 @@ def stage_model(
     eval_jsons: Sequence[str | os.PathLike] = (),
 ) -> None:
     """Copies the model folder's allow-listed files into `target` and writes the rendered model card as README.md."""
-    from wvlp.release.model_card import EvalFileError, render_model_card
+    from wvlp.evaluation.schema import EvalFileError
+    from wvlp.release.model_card import render_model_card
 
     folder, run = resolve_model_folder(model_dir)
     config = _read_json(folder / "config.json")

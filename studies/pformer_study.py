@@ -164,7 +164,7 @@ def run_alignment_study(
     if vl_model:
         image_size = WVLPConfig.from_pretrained(vl_model).vision_config.image_size
     text_tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))
-    lm, lm_tokenizer, lm_path = load_frozen_language_model(language_model, text_tokenizer)
+    lm, lm_tokenizer, lm_id = load_frozen_language_model(language_model, text_tokenizer)
     prompt_dim = lm.get_input_embeddings().weight.shape[1]
     num_train = max(batch_size * 4, 32)
     data = (
@@ -177,7 +177,7 @@ def run_alignment_study(
     # Stage 0: one text-only P-Former on the training descriptions, frozen afterwards.
     torch.manual_seed(0)
     pformer = build_pformer(
-        ModelArgs(init="tiny" if tiny else "default", config={"num_prompts": num_prompts}), prompt_dim, lm_path
+        ModelArgs(init="tiny" if tiny else "default", config={"num_prompts": num_prompts}), prompt_dim, lm_id
     ).attach_language_model(lm)
     sentences = [t for texts in data["descriptions"].values() for t in texts]
     optimizer = torch.optim.AdamW(pformer.parameters(), lr=1e-4 if not tiny else 1e-3, weight_decay=0.05)
@@ -197,7 +197,7 @@ def run_alignment_study(
         prompt_bridge=True,
         bridge_num_prompts=num_prompts,
         bridge_prompt_dim=prompt_dim,
-        language_model_path=lm_path,
+        language_model_id=lm_id,
         generation_loss_weight=1.0,
     )
     arms = {"without_alignment": 0.0, **{f"alignment_w{w:g}": w for w in alignment_weights}}
@@ -210,7 +210,7 @@ def run_alignment_study(
         for arm, weight in arms.items():
             torch.manual_seed(seed)  # the same dropout draws in every arm, whatever ran before it
             model = copy.deepcopy(initial)
-            model.config.pformer_alignment_loss_weight = weight
+            model.config.pretraining_config.pformer_alignment_loss_weight = weight
             model.attach_language_model(lm).attach_pformer(pformer)
             model.requires_grad_(False)
             model.wvlp.prompt_bridge.requires_grad_(True)

@@ -8,19 +8,8 @@ import torch.distributed as dist
 
 from wvlp.modeling import WVLPConfig, WVLPForPreTraining
 
-from tests.helpers import tiny_batch, tiny_config_kwargs
+from tests.helpers import VIT, tiny_batch, tiny_config_kwargs
 
-VIT = dict(
-    model_type="vit",
-    hidden_size=32,
-    num_hidden_layers=1,
-    num_attention_heads=2,
-    intermediate_size=64,
-    image_size=32,
-    patch_size=8,
-    hidden_dropout_prob=0.0,
-    attention_probs_dropout_prob=0.0,
-)
 GLOBAL_BATCH = 8
 
 

@@ -16,6 +16,8 @@ import torch
 from PIL import Image
 
 from wvlp.data.llm import DescriptionBackend, GenerationRequest, GenerationResult
+from wvlp.train.presets import TINY_LM as TINY_LM_PRESET
+from wvlp.train.presets import TINY_TEXT
 
 if TYPE_CHECKING:
     from transformers import LlamaForCausalLM
@@ -31,16 +33,7 @@ def tiny_config_kwargs(**overrides) -> dict:
     """A random-weight WVLP small enough for unit tests (runs in milliseconds)."""
     kwargs = dict(
         vision_config=dict(variant="lite0", image_size=32),
-        text_config=dict(
-            vocab_size=120,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            hidden_dropout_prob=0.0,
-            attention_probs_dropout_prob=0.0,
-            max_position_embeddings=64,
-        ),
+        text_config={**TINY_TEXT, "vocab_size": 120, "max_position_embeddings": 64},
         fusion_layer=1,
         embed_dim=16,
         queue_size=16,
@@ -81,15 +74,7 @@ def tiny_batch(batch_size: int = 6, length: int = 8, seed: int = 0, knowledge: i
     return batch
 
 
-TINY_LM = dict(
-    vocab_size=120,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    num_key_value_heads=2,
-    intermediate_size=64,
-    max_position_embeddings=128,
-)
+TINY_LM = {**TINY_LM_PRESET, "vocab_size": 120, "max_position_embeddings": 128}
 
 
 def tiny_lm(seed: int = 0, initializer_range: float = 0.02) -> LlamaForCausalLM:

@@ -1,9 +1,13 @@
 """Image-to-prompt bridge: off by default, alignment = MSE to the frozen P-Former, frozen LM, save/load, generation."""
 
+import json
+import os
+
 import pytest
 import torch
 
 from wvlp.modeling import WVLPConfig, WVLPForPreTraining, WVLPModel
+from wvlp.modeling.modeling_bridge import load_language_model, load_lm_tokenizer
 
 from tests.helpers import tiny_batch, tiny_config_kwargs, tiny_lm, tiny_pformer
 
@@ -22,6 +26,19 @@ class IdTokenizer:
 
 def bridge_config(**overrides) -> WVLPConfig:
     return WVLPConfig(**tiny_config_kwargs(**{**BRIDGE, **overrides}))
+
+
+def config_text(folder) -> str:
+    return (folder / "config.json").read_text()
+
+
+def absolute_paths(value) -> list[str]:
+    """Every string in a (JSON) config that is an absolute path."""
+    if isinstance(value, dict):
+        return [p for v in value.values() for p in absolute_paths(v)]
+    if isinstance(value, list):
+        return [p for v in value for p in absolute_paths(v)]
+    return [value] if isinstance(value, str) and os.path.isabs(value) else []
 
 
 def lm_batch(batch: dict) -> dict:
@@ -53,7 +70,7 @@ def test_alignment_term_is_the_mse_to_the_pformer_prompts():
         reference = pformer.get_prompts(batch["input_ids"], batch["attention_mask"])
     torch.testing.assert_close(out.pformer_alignment_loss, torch.nn.functional.mse_loss(image_prompts, reference))
     expected = sum(
-        getattr(model.config, f"{k}_loss_weight") * getattr(out, f"{k}_loss")
+        model.config.pretraining_config.loss_weight(k) * getattr(out, f"{k}_loss")
         for k in ("itc", "mlm", "imc", "knowledge", "pformer_alignment")
         if getattr(out, f"{k}_loss") is not None
     )
@@ -84,7 +101,7 @@ def test_save_load_and_deterministic_generate_description(tmp_path):
     torch.manual_seed(0)
     lm = tiny_lm()
     lm.save_pretrained(tmp_path / "lm")
-    model = WVLPModel(bridge_config(language_model_path=str(tmp_path / "lm"))).eval()
+    model = WVLPModel(bridge_config(language_model_id="org/tiny-lm")).eval()
     with torch.no_grad():  # cross-attention starts at zero: give it weight so the images matter
         for layer in model.prompt_bridge.layers:
             layer.cross_attn.o_proj.weight.normal_(std=0.5)
@@ -95,9 +112,14 @@ def test_save_load_and_deterministic_generate_description(tmp_path):
     torch.testing.assert_close(loaded.get_image_prompts(pixel_values), model.get_image_prompts(pixel_values))
     texts = model.generate_description(pixel_values, language_model=lm, tokenizer=IdTokenizer(), max_new_tokens=6)
     assert len(texts) == 3 and all(texts)
-    # The reloaded model finds the LM through config.language_model_path; greedy decoding is deterministic.
-    again = loaded.generate_description(pixel_values, tokenizer=IdTokenizer(), max_new_tokens=6)
-    assert again == texts
+    # The config records the LM's stable name, never a machine path; without an attached LM, an id that cannot be
+    # loaded is a loud error naming the fix.
+    assert loaded.config.language_model_id == "org/tiny-lm" and str(tmp_path) not in config_text(tmp_path / "model")
+    with pytest.raises(OSError, match="attach_language_model"):
+        loaded.generate_description(pixel_values, tokenizer=IdTokenizer(), max_new_tokens=6)
+    # The LM attached at run time (here: the local copy); greedy decoding is deterministic.
+    loaded.attach_language_model(load_language_model(str(tmp_path / "lm")), IdTokenizer())
+    assert loaded.generate_description(pixel_values, max_new_tokens=6) == texts
     with pytest.raises(ValueError, match="exactly one"):
         model.generate_description(tokenizer=IdTokenizer())
     with pytest.raises(ValueError, match="no image-to-prompt bridge"):
@@ -154,7 +176,6 @@ def test_generation_weight_without_lm_tokens_is_a_clear_error():
 
 def test_run_py_trains_the_bridge_against_a_pformer_from_run_py(tmp_path):
     """Stage 1 (text-only P-Former) then stage 2 (bridge: generation + alignment) through the one entry point."""
-    import json
     from pathlib import Path
 
     from wvlp.data.template_corpus import write_template_corpus
@@ -183,7 +204,7 @@ def test_run_py_trains_the_bridge_against_a_pformer_from_run_py(tmp_path):
         "model.config.bridge_num_prompts=4",
         "model.config.bridge_num_layers=1",
         "model.config.bridge_prompt_dim=32",
-        f"model.config.language_model_path={lm_folder}",
+        f"model.config.language_model_id={lm_folder}",
         "model.config.generation_loss_weight=1.0",
         "model.config.pformer_alignment_loss_weight=1.0",
         f"model.pformer_path={tmp_path / 'pformer' / 'model'}",
@@ -193,10 +214,15 @@ def test_run_py_trains_the_bridge_against_a_pformer_from_run_py(tmp_path):
     for term in ("generation_loss", "pformer_alignment_loss"):
         values = [entry[term] for entry in logged if term in entry]
         assert len(values) == 4 and all(v > 0 for v in values), (term, logged)
+    # The saved configs hold no machine path: a local LM folder is loaded at run time, never recorded.
+    for folder in (tmp_path / "vl" / "model", tmp_path / "pformer" / "model"):
+        assert not absolute_paths(json.loads(config_text(folder))), config_text(folder)
     model = WVLPModel.from_pretrained(tmp_path / "vl" / "model").eval()
-    assert model.config.language_model_path == str(lm_folder) and model.prompt_bridge is not None
+    assert model.config.language_model_id is None and model.prompt_bridge is not None
+    assert "pretraining_config" not in json.loads(config_text(tmp_path / "vl" / "model"))  # architecture only
+    model.attach_language_model(load_language_model(str(lm_folder)), load_lm_tokenizer(str(lm_folder)))
     pixel_values = tiny_batch(image_size=32)["pixel_values"][:2]
-    texts = model.generate_description(pixel_values, max_new_tokens=4)  # LM and tokenizer from the saved config
+    texts = model.generate_description(pixel_values, max_new_tokens=4)
     assert len(texts) == 2 and texts == model.generate_description(pixel_values, max_new_tokens=4)
 
     bad = sets[:-1] + ["model.pformer_path=" + str(tmp_path / "missing")]

@@ -91,7 +91,7 @@ def test_default_model_fits_a_fixed_batch_and_ema_follows_momentum(default_pretr
         if step == 0:
             before = {n: p.detach().clone() for n, p in model.teacher.named_parameters()}
             model.momentum_update()
-            m = model.config.momentum
+            m = model.config.pretraining_config.momentum
             for name, student in model.wvlp.named_parameters():
                 expected = m * before[name] + (1 - m) * student.detach()
                 torch.testing.assert_close(dict(model.teacher.named_parameters())[name], expected, msg=name)

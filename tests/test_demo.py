@@ -1,6 +1,6 @@
 """The main job end to end at CI scale (`wvlp demo --scale ci`): real SmolLM2 descriptions, real packaged towers.
 
-The same code path as `make demo`; only the sizes differ (see `train/demo.py` SCALES). It is also the end-to-end
+The same code path as `make demo`; only the sizes differ (see `app/demo.py` SCALES). It is also the end-to-end
 training check of issue 4: `fashion-mnist.yaml` (with the CI step budget) must lift zero-shot accuracy on
 Fashion-MNIST test images by at least 20 points.
 """

@@ -12,17 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wvlp.data.describe import (
-    DROP_REASONS,
-    GenerationCache,
-    clean_descriptions,
-    clean_text,
-    description_id,
-    generate_descriptions,
-    generation_key,
-    request_seed,
-    write_stats,
-)
+from wvlp.data.clean import DROP_REASONS, clean_descriptions, clean_text, write_stats
+from wvlp.data.generate import GenerationCache, description_id, generate_descriptions, generation_key, request_seed
 from wvlp.data.llm import ServerBackend
 from wvlp.data.prompts import PromptTemplate, load_prompts, render, render_user_prompt
 from wvlp.data.sources import FashionMNISTSource
@@ -216,7 +207,7 @@ def test_failed_generation_against_the_server_is_retried(tmp_path, classes, prom
 GENERATE_SCRIPT = textwrap.dedent(
     """
     import sys
-    from wvlp.data.describe import generate_descriptions
+    from wvlp.data.generate import generate_descriptions
     from wvlp.data.llm import ServerBackend
     from wvlp.data.prompts import load_prompts
     from wvlp.data.sources import FashionMNISTSource
@@ -231,6 +222,7 @@ GENERATE_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_resume_after_sigkill(tmp_path, classes, prompts):
     """Acceptance: a run killed with SIGKILL resumes with exactly the missing keys and keeps every finished row."""
     cache = tmp_path / "gen.jsonl"

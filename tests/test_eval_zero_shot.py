@@ -17,7 +17,6 @@ from wvlp.evaluation.prompt_files import (
 from wvlp.evaluation.zero_shot import (
     build_description_classifier,
     build_zero_shot_classifier,
-    holdout_label_ids,
     seen_unseen_accuracy,
     zero_shot_accuracy,
     zero_shot_metrics,
@@ -82,9 +81,6 @@ def test_seen_unseen_harmonic_by_hand():
     no_holdout, _ = zero_shot_metrics(logits, labels, ["a", "b", "c", "d"])
     assert no_holdout["seen_top1"] is None and no_holdout["harmonic"] is None
     assert seen_unseen_accuracy(np.array([1, 0]), np.array([0, 1]), {1})["harmonic"] == 0.0
-    assert holdout_label_ids(["a", "b"], ["b", "0", 1]) == {0, 1}
-    with pytest.raises(ValueError, match="not a class name"):
-        holdout_label_ids(["a", "b"], ["z"])
 
 
 def test_prompt_files_follow_the_label_ids():

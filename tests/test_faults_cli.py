@@ -25,6 +25,7 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
 
 
+@pytest.mark.slow  # a fresh interpreter
 @pytest.mark.parametrize(
     "command, config, message",
     [

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from wvlp.common.safe_io import MARKER, LockHeldError, UnsafeOutputError
-from wvlp.data.describe import GenerationCache, generate_descriptions, generation_key
+from wvlp.data.generate import GenerationCache, generate_descriptions, generation_key
 from wvlp.data.pipeline import DescribeConfig, load_describe_config, run_describe
 from wvlp.data.prompts import PromptTemplate
 from wvlp.data.sources import FashionMNISTSource
@@ -106,7 +106,7 @@ def test_describe_replaces_its_own_corpus_and_refuses_a_cache_inside_it(tmp_path
 
 HOLDER = textwrap.dedent("""
     import sys
-    from wvlp.data.describe import GenerationCache
+    from wvlp.data.generate import GenerationCache
     cache = GenerationCache(sys.argv[1])
     cache.add({"key": "a|p|0", "raw_text": "first, fsync'd by the holder"})
     print("ready", flush=True)
@@ -116,6 +116,7 @@ HOLDER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_a_second_writer_of_a_cache_is_refused_and_no_row_is_lost(tmp_path):
     cache = tmp_path / "gen.jsonl"
     holder = subprocess.Popen(

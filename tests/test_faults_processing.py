@@ -71,6 +71,7 @@ def test_missing_tokenizer_json_fails_naming_folder_and_file(saved):
     assert repr(str(saved)) in message and "no tokenizer.json" in message, message
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_remote_code_auto_processor_needs_tokenizer_json(processor, saved, tmp_path):
     intact = _auto_processor_child(saved, tmp_path)
     assert intact.returncode == 0, intact.stderr[-3000:]

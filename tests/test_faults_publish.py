@@ -15,6 +15,8 @@ from wvlp.release.publish import PublishError, check_model_folder
 
 from tests.helpers import TOKEN, cli_args
 
+pytestmark = pytest.mark.slow  # `wvlp publish` checks every release in a fresh interpreter
+
 SPACE = Path(__file__).resolve().parents[1] / "spaces_demo"
 MODEL_FILES = {
     "config.json",

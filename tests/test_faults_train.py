@@ -13,10 +13,11 @@ import transformers.modeling_utils
 from safetensors.torch import load_file
 
 from wvlp.common.safe_io import MARKER, UnsafeOutputError
+from wvlp.data.holdout import names_by_index, resolve_holdout
 from wvlp.data.template_corpus import write_template_corpus
 from wvlp.modeling import WVLPForPreTraining
 from wvlp.train.config import load_config
-from wvlp.train.run import holdout_labels, train
+from wvlp.train.run import train
 from wvlp.train.trainer import NonFiniteLossError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,7 +125,7 @@ def test_a_single_holdout_class_name_holds_out_exactly_that_class(corpus, tmp_pa
     import datasets
 
     names = datasets.load_dataset(str(corpus), "images")["train"].features["label"].names
-    assert holdout_labels(names, config.data.holdout_classes) == {names.index("Bag")}
+    assert resolve_holdout(names_by_index(names), config.data.holdout_classes) == {names.index("Bag")}
     metrics = train(config)
     assert (
         "zero_shot_unseen_top1" in metrics["zero_shot_after"] and "zero_shot_seen_top1" in metrics["zero_shot_after"]

@@ -5,7 +5,7 @@ from peft import PeftModel
 
 from wvlp.modeling import WVLPConfig, WVLPForPreTraining
 from wvlp.train.config import LoraArgs
-from wvlp.train.lora import FULLY_TRAINED, apply_lora
+from wvlp.train.lora import FULLY_TRAINED, apply_lora, merged_state_dict, merged_student
 
 from tests.helpers import tiny_batch, tiny_config_kwargs
 
@@ -36,9 +36,10 @@ def test_lora_trains_only_adapters_and_named_modules_then_merges(tmp_path):
         optimizer.zero_grad()
         model(**batch).loss.backward()
         optimizer.step()
-        base.momentum_update(0.5)  # a low momentum makes every student change visible in the teacher
+        # A low momentum makes every student change visible in the teacher; it follows the merged weights.
+        base.momentum_update(merged_state_dict(model), momentum=0.5)
 
-    published = base.published_model().eval()
+    published = merged_student(model).eval()
     # Parameters only: BatchNorm running statistics are buffers and move in training mode regardless.
     changed = {k for k, v in published.named_parameters() if not torch.equal(v, before[f"wvlp.{k}"])}
     allowed = tuple(FULLY_TRAINED) + ("text_model.layers", "vision_model.backbone")

@@ -48,7 +48,9 @@ def test_contrastive_loss_matches_loop_reference():
     temperature = torch.tensor(0.07)
     targets = positive_targets(row_cats, col_cats, col_valid)
     for alpha in (0.0, 0.4):
-        got = contrastive_loss(rows, columns, targets, temperature, col_valid, teacher, alpha)
+        got = contrastive_loss(
+            rows, columns, targets, temperature, column_valid=col_valid, teacher_rows=teacher, alpha=alpha
+        )
         want = loop_contrastive(
             rows.tolist(),
             columns.tolist(),
@@ -68,11 +70,11 @@ def test_same_category_pairs_are_positives_not_negatives():
 
 
 def test_model_itc_equals_loop_reference(tiny_config):
-    tiny_config.imc_loss_weight = 0.0
+    tiny_config.pretraining_config.imc_loss_weight = 0.0
     model = WVLPForPreTraining(tiny_config).eval()
     batch = tiny_batch(knowledge=0)
     with torch.no_grad():
-        model.momentum_update(0.5)  # teacher == student would hide a student/teacher swap
+        model.momentum_update(momentum=0.5)  # teacher == student would hide a student/teacher swap
         model.wvlp.vision_proj.weight.add_(0.05)
         out = model(**batch, alpha=0.4)
         img = model.wvlp.get_image_features(batch["pixel_values"]).pooler_output

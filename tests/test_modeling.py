@@ -12,17 +12,7 @@ from transformers import AutoModel, AutoModelForPreTraining
 
 from wvlp.modeling import WVLPConfig, WVLPForPreTraining, WVLPModel
 
-from tests.helpers import tiny_batch, tiny_config_kwargs
-
-VIT = dict(
-    model_type="vit",
-    hidden_size=32,
-    num_hidden_layers=1,
-    num_attention_heads=2,
-    intermediate_size=64,
-    image_size=32,
-    patch_size=8,
-)
+from tests.helpers import VIT, tiny_batch, tiny_config_kwargs
 
 
 @pytest.mark.parametrize(
@@ -160,6 +150,7 @@ REMOTE_CHECK = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_remote_code_reload_in_a_fresh_process(tiny_config, tmp_path):
     model = WVLPModel(tiny_config).eval()
     folder = tmp_path / "model"
@@ -192,3 +183,86 @@ def test_remote_code_reload_in_a_fresh_process(tiny_config, tmp_path):
     expected = model_outputs(model, batch)
     torch.testing.assert_close(remote["logits"], expected["logits"], atol=0, rtol=0)
     torch.testing.assert_close(remote["itm"], expected["itm"], atol=0, rtol=0)
+
+
+def test_pretraining_output_has_one_field_per_loss_term():
+    from dataclasses import fields
+
+    from wvlp.modeling import LOSS_TERMS, WVLPPreTrainingConfig, WVLPPreTrainingOutput
+
+    loss_fields = [f.name for f in fields(WVLPPreTrainingOutput) if f.name.endswith("_loss")]
+    assert sorted(loss_fields) == sorted(f"{term}_loss" for term in LOSS_TERMS)
+    weights = [f.name for f in fields(WVLPPreTrainingConfig) if f.name.endswith("_loss_weight")]
+    assert sorted(weights) == sorted(f"{term}_loss_weight" for term in LOSS_TERMS)
+
+
+@pytest.mark.parametrize("load", ["from_pretrained", "from_config"])
+def test_text_tower_follows_the_requested_attention_implementation(tiny_config, tmp_path, load):
+    torch.manual_seed(0)
+    WVLPModel(tiny_config).save_pretrained(tmp_path)
+    outputs = {}
+    for implementation in ("eager", "sdpa"):
+        if load == "from_pretrained":
+            model = WVLPModel.from_pretrained(tmp_path, attn_implementation=implementation)
+        else:
+            config = WVLPConfig.from_pretrained(tmp_path)
+            model = AutoModel.from_config(config, attn_implementation=implementation)
+            model.load_state_dict(WVLPModel.from_pretrained(tmp_path).state_dict())
+        assert model.config.text_config._attn_implementation == implementation
+        attention = model.text_model.layers[0].self_attn
+        assert attention.config is model.config.text_config  # the block reads its own tower's config
+        outputs[implementation] = model_outputs(model.eval(), tiny_batch())
+    for name, value in outputs["eager"].items():
+        torch.testing.assert_close(outputs["sdpa"][name], value, atol=1e-5, rtol=0, msg=name)
+    default = WVLPModel(tiny_config)
+    assert default.config.text_config._attn_implementation == default.config._attn_implementation
+    default.set_attn_implementation("eager")
+    assert default.config.text_config._attn_implementation == "eager"
+
+
+def test_published_config_is_architecture_only(tiny_config, tmp_path):
+    pretraining = WVLPForPreTraining(tiny_config)
+    assert pretraining.config.pretraining_config.queue_size == 16
+    pretraining.save_pretrained(tmp_path / "state")
+    pretraining.save_published(tmp_path / "model")
+    published = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert "pretraining_config" not in published
+    assert not {"momentum", "alpha", "queue_size", "itc_loss_weight", "language_model_path"} & set(published)
+    state = json.loads((tmp_path / "state" / "config.json").read_text())
+    assert state["pretraining_config"]["queue_size"] == 16 and "queue_size" not in state
+    # A published model grows the default pre-training settings again when training resumes from it.
+    assert WVLPForPreTraining.from_published(WVLPModel.from_pretrained(tmp_path / "model")).config.pretraining_config
+
+
+def test_older_flat_configs_fold_into_the_pretraining_config(tmp_path):
+    flat = json.loads(WVLPConfig(**tiny_config_kwargs()).to_json_string())
+    pretraining = flat.pop("pretraining_config")
+    for name in ("model_type", "transformers_version"):
+        pretraining.pop(name, None)
+    flat |= {**pretraining, "queue_size": 4, "language_model_path": str(tmp_path)}  # as the old code saved them
+    (tmp_path / "config.json").write_text(json.dumps(flat))
+    config = WVLPConfig.from_pretrained(tmp_path, alpha=0)
+    assert config.pretraining_config.queue_size == 4 and config.pretraining_config.alpha == 0
+    assert config.language_model_id is None  # a machine path is dropped, with a warning
+    assert WVLPConfig(language_model_path="org/lm").language_model_id == "org/lm"
+    with pytest.raises(ValueError, match="machine path"):
+        WVLPConfig(**tiny_config_kwargs(language_model_id=str(tmp_path)))
+
+
+def test_modeling_files_import_no_circle_and_ship_no_local_module():
+    import ast
+    from pathlib import Path
+
+    import wvlp.modeling
+
+    folder = Path(wvlp.modeling.__file__).parent
+
+    def relative_imports(name: str) -> set[str]:
+        tree = ast.parse((folder / f"{name}.py").read_text())
+        return {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1}
+
+    assert not {"modeling_wvlp", "modeling_bridge", "modeling_pformer"} & relative_imports("modeling_text")
+    assert "modeling_wvlp" not in relative_imports("modeling_bridge")
+    shipped = ["modeling_wvlp", "modeling_text", "modeling_bridge", "modeling_pformer", "losses", "configuration_wvlp"]
+    for name in shipped:
+        assert not {"loading", "pretrained_assets"} & relative_imports(name), name

@@ -7,6 +7,7 @@ import torch
 from transformers import AutoModel
 
 from wvlp.modeling import PFormerModel
+from wvlp.modeling.modeling_bridge import load_language_model
 
 from tests.helpers import tiny_lm, tiny_pformer
 
@@ -93,7 +94,7 @@ def test_lm_loss_falls_on_a_fixed_batch():
 
 def test_save_load_round_trip_keeps_the_lm_out(tmp_path):
     lm = tiny_lm()
-    model = tiny_pformer(language_model_path=str(tmp_path / "lm")).attach_language_model(lm).eval()
+    model = tiny_pformer(language_model_id="org/tiny-lm").attach_language_model(lm).eval()
     lm.save_pretrained(tmp_path / "lm")
     model.save_pretrained(tmp_path / "pformer")
     assert (tmp_path / "pformer" / "modeling_pformer.py").is_file()
@@ -101,7 +102,11 @@ def test_save_load_round_trip_keeps_the_lm_out(tmp_path):
     assert isinstance(loaded, PFormerModel) and set(loaded.state_dict()) == set(model.state_dict())
     batch = sentence_batch()
     torch.testing.assert_close(loaded.get_prompts(batch["input_ids"]), model.get_prompts(batch["input_ids"]))
-    # No LM attached: it is loaded, frozen, from config.language_model_path on first use.
+    # No LM attached: it is loaded, frozen, by config.language_model_id on first use; an id that cannot be loaded
+    # (offline here) is a loud error that names the fix.
+    with pytest.raises(OSError, match="attach_language_model"):
+        loaded(**batch)
+    loaded.attach_language_model(load_language_model(str(tmp_path / "lm")))
     torch.testing.assert_close(loaded(**batch).lm_loss, model(**batch).lm_loss)
     assert not any(p.requires_grad for p in loaded.get_language_model().parameters())
 
@@ -125,7 +130,9 @@ def test_run_py_trains_the_tiny_pformer(tmp_path):
     assert metrics["train"]["train_loss"] > 0 and metrics["train_sentences"] > 50
     assert metrics["heldout_perplexity_after"] > 1
     loaded = PFormerModel.from_pretrained(out / "model")
-    assert Path(loaded.config.language_model_path).is_dir()
+    # The random tiny LM is kept next to the model, but no machine path enters the saved config.
+    assert loaded.config.language_model_id is None and (out / "language_model" / "config.json").is_file()
+    assert str(tmp_path) not in (out / "model" / "config.json").read_text()
     logged = [entry for entry in (out / "trainer_state.json").read_text().split("lm_loss")]
     assert len(logged) > 1  # the named terms are logged
 

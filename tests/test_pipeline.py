@@ -85,6 +85,7 @@ FRESH = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_fresh_process_load_dataset_equals_what_was_written(corpus, tmp_path):
     folder, _, _ = corpus
     script = tmp_path / "load.py"

@@ -372,6 +372,7 @@ def test_save_and_load_in_process(tmp_path):
 # Remote code: a fresh interpreter (`CHILD`) that never imports modeling_wvlp.
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_fresh_subprocess_auto_processor_reload(tmp_path):
     register_processor_auto_classes()
     WVLPConfig.register_for_auto_class()

@@ -8,9 +8,12 @@ from huggingface_hub import ModelCard
 
 from wvlp.cli import main as wvlp
 from wvlp.common.errors import USER_ERROR_STATUS
-from wvlp.release.model_card import EvalFileError, load_eval, render_model_card
+from wvlp.evaluation.schema import EvalFileError, load_eval
+from wvlp.release.model_card import render_model_card
 
 from tests.helpers import EVAL, TOKEN, cli_args, load_app
+
+pytestmark = pytest.mark.slow  # `wvlp publish` checks every release in a fresh interpreter
 
 
 def test_dry_run_stages_validates_and_uploads_nothing(release, hub, capsys):

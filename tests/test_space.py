@@ -107,6 +107,7 @@ def test_every_tab_through_gradio_client(server, item_png):
     assert "Traceback" not in str(err.value)
 
 
+@pytest.mark.slow  # drives the system Chromium
 def test_browser_search_and_classify(server, item_png, record_property):
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not chromium or not driver:

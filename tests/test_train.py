@@ -68,8 +68,34 @@ def test_tiny_run_trains_and_writes_the_run_folder(corpus, tmp_path):
     assert {p.name for p in (out / "plots").iterdir()} >= {"loss.png", "itc_loss.png", "mlm_loss.png"}
     checkpoint = load_file(str(out / "checkpoint-30" / "model.safetensors"))
     assert any(k.startswith("teacher.") for k in checkpoint), "checkpoints must carry the EMA teacher"
+    published = json.loads((out / "model" / "config.json").read_text())
+    assert "pretraining_config" not in published and str(tmp_path) not in json.dumps(published)
+    assert json.loads((out / "checkpoint-30" / "config.json").read_text())["pretraining_config"]["queue_size"] == 0
 
 
+def test_pretrained_init_continues_a_published_model_with_lora(corpus, tmp_path):
+    first = tmp_path / "first"
+    main(run_args(corpus, first, "training.max_steps=2", "training.save_steps=100"))
+    sets = [
+        "model.init=pretrained",
+        f"model.path={first / 'model'}",
+        "model.config.queue_size=4",  # flat, as older run configs give it: folded into pretraining_config
+        "training.max_steps=2",
+        "training.save_steps=100",
+        "lora.enabled=true",
+    ]
+    model, _ = build_model_and_processor(load_config(TINY, [f"data.path={corpus}", *sets]).model)
+    pretraining = model.config.pretraining_config
+    assert pretraining.queue_size == 4 and model.image_queue.shape[0] == 4 and pretraining.imc_loss_weight == 1.0
+    second = tmp_path / "second"
+    main(run_args(corpus, second, *sets))
+    assert "pretraining_config" not in json.loads((second / "model" / "config.json").read_text())
+    missing = load_config(TINY, [f"data.path={corpus}", "model.init=pretrained", f"model.path={tmp_path / 'none'}"])
+    with pytest.raises(FileNotFoundError, match="model.path="):
+        build_model_and_processor(missing.model)
+
+
+@pytest.mark.distributed
 def test_accelerate_launch_cpu(corpus, tmp_path):
     out = tmp_path / "acc"
     cmd = [
@@ -136,6 +162,7 @@ def test_torchrun_two_processes_equal_one_process(corpus, tmp_path):
     assert len(moved) > len(a) // 2, f"only {len(moved)} of {len(a)} tensors changed"
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_kill_and_resume_continues_exactly(corpus, tmp_path):
     common = ["training.max_steps=20", "training.logging_steps=1", "training.save_steps=10"]
     full = tmp_path / "full"
@@ -203,7 +230,7 @@ def test_gradient_accumulation_is_the_mean_of_micro_batch_gradients(corpus, tmp_
     grads = None
     for batch in seen:
         model.zero_grad()
-        model(**batch, alpha=model.config.alpha).loss.backward()
+        model(**batch, alpha=model.config.pretraining_config.alpha).loss.backward()
         current = {n: p.grad.clone() for n, p in model.wvlp.named_parameters() if p.grad is not None}
         grads = current if grads is None else {n: grads[n] + current[n] for n in grads}
     for name, parameter in model.wvlp.named_parameters():

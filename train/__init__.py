@@ -1,1 +1,1 @@
-"""train: pre-training entry point, trainer, distillation collator and evaluation."""
+"""wvlp.train: pre-training only (entry point, trainer, distillation collator, config, callbacks, LoRA, configs/)."""

@@ -2,6 +2,7 @@
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from wvlp.train.lora import merged_state_dict
 from wvlp.train.trainer import unwrap_pretraining_model
 
 
@@ -9,7 +10,8 @@ class MomentumUpdateCallback(TrainerCallback):
     """EMA teacher update once per optimiser step (on_step_end fires after the optimiser, so accumulation is respected)."""
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs):
-        unwrap_pretraining_model(model).momentum_update()
+        # The merged weights: with LoRA adapters injected, the teacher follows base + delta, not the frozen base.
+        unwrap_pretraining_model(model).momentum_update(merged_state_dict(model))
 
 
 class CollatorEpochCallback(TrainerCallback):

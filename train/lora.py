@@ -49,6 +49,29 @@ def apply_lora(model: WVLPForPreTraining, args: LoraArgs) -> torch.nn.Module:
     return get_peft_model(model, config)
 
 
+@torch.no_grad()
+def merged_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The student's effective weights under plain `WVLPModel` names, also when PEFT adapters are injected.
+
+    `model` is the student itself or anything wrapping the `WVLPForPreTraining` (PEFT, DDP). A LoRA layer contributes
+    base weight + its active adapters' delta; a `modules_to_save` copy stands for its module. So the teacher and the
+    published model follow what the student actually computes.
+    """
+    student = model if isinstance(model, WVLPModel) else unwrap_pretraining_model(model).wvlp
+    state = {}
+    for name, module in student.named_modules():
+        if hasattr(module, "base_layer") and hasattr(module, "get_delta_weight"):
+            delta = sum(module.get_delta_weight(a) for a in module.active_adapters if a in module.lora_A.keys())
+            state[f"{name}.weight"] = module.base_layer.weight + delta
+            if getattr(module.base_layer, "bias", None) is not None:
+                state[f"{name}.bias"] = module.base_layer.bias
+    for name, tensor in student.state_dict(keep_vars=True).items():
+        if "lora_" in name or ".original_module." in name or ".base_layer." in name:
+            continue
+        state.setdefault(name.replace(".modules_to_save.default.", "."), tensor)
+    return state
+
+
 def merged_student(model: torch.nn.Module) -> WVLPModel:
     """The student as a standalone `WVLPModel`, LoRA deltas merged in, whatever wraps it."""
-    return unwrap_pretraining_model(model).published_model()
+    return unwrap_pretraining_model(model).published_model(merged_state_dict(model))

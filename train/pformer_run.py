@@ -6,8 +6,8 @@
 Sentences: the corpus' generated descriptions plus their retrieved external-knowledge sentences (train split);
 the held-out descriptions (test split) give the perplexity in `metrics.json`. The frozen LM is the packaged
 SmolLM2-135M-Instruct (dequantised once into the cache by `wvlp.data.llm`), a random tiny Llama, or a folder.
-The run folder gets checkpoints, the P-Former with its tokenizer in `model/` (its config points at the LM) and
-`metrics.json`.
+The run folder gets checkpoints, the P-Former with its tokenizer in `model/` (its config records the LM's Hub id,
+never a path), `metrics.json`, and for the tiny LM the LM itself in `language_model/`.
 """
 
 import json
@@ -18,44 +18,24 @@ import datasets
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, set_seed
 
-from wvlp.common.safe_io import atomic_write_text
 from wvlp.modeling import PFormerConfig, PFormerModel
 from wvlp.modeling.convert_minilm import load_bert_folder, text_config_from_bert
 from wvlp.modeling.modeling_bridge import freeze_language_model, load_lm_tokenizer, prompt_token_nll
 from wvlp.modeling.pretrained_assets import minilm_path
 from wvlp.train.collator import lm_sentence_tokens
 from wvlp.train.config import ModelArgs, RunConfig
-from wvlp.train.plots import plot_loss_curves
-from wvlp.train.trainer import NonFiniteLossError, WVLPTrainer, open_run_folder
-
-TINY_TEXT = dict(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=64,
-    max_position_embeddings=128,
-    hidden_dropout_prob=0.0,
-    attention_probs_dropout_prob=0.0,
-)
-TINY_LM = dict(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    num_key_value_heads=2,
-    intermediate_size=64,
-    max_position_embeddings=256,
-)
+from wvlp.train.presets import PACKAGED_LANGUAGE_MODELS, TINY_LM, TINY_TEXT
+from wvlp.train.run_folder import open_run_folder, write_run_folder
+from wvlp.train.trainer import NonFiniteLossError, WVLPTrainer
 
 
 def smollm2_folder() -> Path:
     """The packaged SmolLM2-135M-Instruct as a plain transformers folder (dequantised once into the cache)."""
-    from wvlp.data.llm import _sha256_prefix, default_cache_dir, default_gguf_path, materialize_gguf
+    from wvlp.data.llm.gguf import default_gguf_path, materialize_gguf, packaged_llm_folder
 
     gguf = default_gguf_path()
     # Same folder name as LocalTransformersBackend, so the description pipeline and P-Former share one copy.
-    return materialize_gguf(
-        gguf, default_cache_dir() / "llm" / f"{gguf.name[: -len('.gguf')]}-{_sha256_prefix([gguf])}"
-    )
+    return materialize_gguf(gguf, packaged_llm_folder(gguf))
 
 
 def tiny_language_model(vocab_size: int, seed: int = 0) -> LlamaForCausalLM:
@@ -66,28 +46,30 @@ def tiny_language_model(vocab_size: int, seed: int = 0) -> LlamaForCausalLM:
 
 
 def load_frozen_language_model(spec: str, text_tokenizer, seed: int = 0) -> tuple[torch.nn.Module, object, str | None]:
-    """(frozen LM, its tokenizer, its folder or None) for `pformer.language_model` = smollm2 | tiny | a folder."""
+    """(frozen LM, its tokenizer, its stable name) for `pformer.language_model` = smollm2 | tiny | a folder.
+
+    The stable name is what a saved config may record (`PFormerConfig.language_model_id`): the Hub id of the packaged
+    SmolLM2, None for the random tiny LM or a local folder (never a machine path).
+    """
     if spec == "tiny":  # the tiny LM reads the text tokenizer's ids: no second vocabulary to ship
         return tiny_language_model(len(text_tokenizer), seed), text_tokenizer, None
-    folder = smollm2_folder() if spec == "smollm2" else Path(spec)
+    folder = smollm2_folder() if spec in PACKAGED_LANGUAGE_MODELS else Path(spec)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"pformer.language_model={spec!r}: {folder} is not a transformers model folder")
     from wvlp.modeling.modeling_bridge import load_language_model
 
-    return load_language_model(str(folder)), load_lm_tokenizer(str(folder)), str(folder)
+    language_model_id = PACKAGED_LANGUAGE_MODELS.get(spec)
+    return load_language_model(str(folder)), load_lm_tokenizer(str(folder)), language_model_id
 
 
-def build_pformer(args: ModelArgs, prompt_dim: int, language_model_path: str | None) -> PFormerModel:
-    """The P-Former chosen by `model.init`: default (MiniLM weights), tiny (random) or pretrained (a folder)."""
-    overrides = {
-        k: float(v)
-        if isinstance(v, int)
-        and not isinstance(v, bool)
-        and k.endswith(("_weight", "probability", "temperature", "smoothing"))
-        else v
-        for k, v in args.config.items()
-    }
-    common = dict(prompt_dim=prompt_dim, language_model_path=language_model_path)
+def build_pformer(args: ModelArgs, prompt_dim: int, language_model_id: str | None) -> PFormerModel:
+    """The P-Former chosen by `model.init`: default (MiniLM weights), tiny (random) or pretrained (a folder).
+
+    `language_model_id` is the frozen LM's stable name for the config (None when it has none); the LM itself is
+    attached with `attach_language_model`.
+    """
+    overrides = dict(args.config)
+    common = dict(prompt_dim=prompt_dim, language_model_id=language_model_id)
     if args.init == "default":
         bert_config = json.loads((minilm_path() / "config.json").read_text())
         config = PFormerConfig(
@@ -207,9 +189,9 @@ def train_pformer(config: RunConfig, resume: str | bool | None = None) -> dict:
     torch.set_flush_denormal(True)
     set_seed(args.seed)
     text_tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))
-    lm, lm_tokenizer, lm_path = load_frozen_language_model(pargs.language_model, text_tokenizer, args.seed)
+    lm, lm_tokenizer, lm_id = load_frozen_language_model(pargs.language_model, text_tokenizer, args.seed)
     prompt_dim = lm.get_input_embeddings().weight.shape[1]
-    model = build_pformer(config.model, prompt_dim, lm_path).attach_language_model(lm)
+    model = build_pformer(config.model, prompt_dim, lm_id).attach_language_model(lm)
     train_sentences, eval_sentences = load_sentences(config.data.path, pargs.sources, pargs.max_eval_sentences)
     if config.data.max_train_samples:
         train_sentences = train_sentences[: config.data.max_train_samples]
@@ -232,16 +214,13 @@ def train_pformer(config: RunConfig, resume: str | bool | None = None) -> dict:
         "heldout_perplexity_after": sentence_perplexity(model, collator, eval_sentences),
     }
     if trainer.is_world_process_zero():
-        out = Path(args.output_dir)
-        if lm_path is None:  # a random tiny LM: keep it (it reads the text tokenizer's ids) so the folder is usable
+        if pargs.language_model == "tiny":
+            # A random tiny LM exists nowhere else: keep it (it reads the text tokenizer's ids) so that the run can be
+            # reused; attach it with load_language_model(<run>/language_model). The config records no path to it.
+            out = Path(args.output_dir)
             lm.save_pretrained(out / "language_model")
             text_tokenizer.save_pretrained(out / "language_model")
-            model.config.language_model_path = str((out / "language_model").resolve())
-        model.save_pretrained(out / "model")
-        text_tokenizer.save_pretrained(out / "model")
-        trainer.save_state()
-        metrics["plots"] = [str(p) for p in plot_loss_curves(trainer.state.log_history, out / "plots")]
-        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+        write_run_folder(trainer, model, text_tokenizer, metrics)
     return metrics
 
 

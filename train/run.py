@@ -10,7 +10,6 @@ with its processor in `model/`, `metrics.json` and one loss-curve PNG per loss t
 """
 
 import argparse
-import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer, set_seed
 
-from wvlp.common.safe_io import atomic_write_text
+from wvlp.data.holdout import names_by_index, resolve_holdout
 from wvlp.evaluation.zero_shot import zero_shot_accuracy
 from wvlp.modeling import (
     WVLPConfig,
@@ -32,37 +31,45 @@ from wvlp.modeling import (
     build_default_processor,
 )
 from wvlp.modeling.convert_minilm import load_bert_folder, text_config_from_bert
+from wvlp.modeling.loading import load_wvlp
 from wvlp.train.callbacks import CollatorEpochCallback, MomentumUpdateCallback, ZeroShotCallback
 from wvlp.train.collator import AugmentConfig, DescriptionPool, DistillationCollator
 from wvlp.train.config import DataArgs, ModelArgs, RunConfig, load_config
 from wvlp.train.lora import apply_lora, merged_student
-from wvlp.train.plots import plot_loss_curves
-from wvlp.train.trainer import WVLPTrainer, open_run_folder
+from wvlp.train.options import add_arguments
+from wvlp.train.presets import PACKAGED_LANGUAGE_MODELS, TINY_TEXT
+from wvlp.train.run_folder import open_run_folder, write_run_folder
+from wvlp.train.trainer import WVLPTrainer
 
 IMAGE_COLUMNS = {"image", "label", "image_id"}
-TINY_TEXT = dict(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=64,
-    max_position_embeddings=128,
-    hidden_dropout_prob=0.0,
-    attention_probs_dropout_prob=0.0,
-)
 
 
-def config_overrides(values: dict) -> dict:
-    """`model.config` values as WVLPConfig fields: YAML's `0` is an int, and the strict config wants `0.0` for floats."""
-    fields = {f.name: f.type for f in dataclasses.fields(WVLPConfig)}
-    return {
-        k: float(v) if fields.get(k) is float and isinstance(v, int) and not isinstance(v, bool) else v
-        for k, v in values.items()
-    }
+def language_model_name(values: dict) -> str | None:
+    """`model.config.language_model_id` as the run config gives it (`language_model_path`, its older name, too)."""
+    return values.get("language_model_id", values.get("language_model_path"))
+
+
+def stable_language_model_id(name: str | None) -> str | None:
+    """What a saved config records for the LM the run config names: the Hub id of a packaged LM (`smollm2`), None for
+    a local folder (a machine path names nothing on another machine: attach the LM when reloading), else the name."""
+    if name in PACKAGED_LANGUAGE_MODELS:
+        return PACKAGED_LANGUAGE_MODELS[name]
+    if name is None or Path(name).expanduser().is_absolute() or Path(name).exists():
+        return None
+    return name
 
 
 def build_model_and_processor(args: ModelArgs) -> tuple[WVLPForPreTraining, WVLPProcessor]:
-    """The model to pre-train and its processor, as chosen by `model.init`."""
-    overrides = config_overrides(args.config)
+    """The model to pre-train and its processor, as chosen by `model.init`.
+
+    `model.config` holds `WVLPConfig` fields; its pre-training settings may be given flat (`queue_size: 0`), as in
+    older configs, and are folded into `pretraining_config`.
+    """
+    overrides = dict(args.config)
+    if "language_model_id" in overrides or "language_model_path" in overrides:
+        name = language_model_name(overrides)
+        overrides.pop("language_model_path", None)
+        overrides["language_model_id"] = stable_language_model_id(name)
     if args.init == "default":
         return (
             build_default_model(args.image_size, for_pretraining=True, **overrides),
@@ -77,14 +84,7 @@ def build_model_and_processor(args: ModelArgs) -> tuple[WVLPForPreTraining, WVLP
         )
         return WVLPForPreTraining(config), processor
     if args.init == "pretrained":
-        if not args.path or not Path(args.path).is_dir():
-            raise FileNotFoundError(f"model.path={args.path!r} is not a folder with a saved WVLP model")
-        config = WVLPConfig.from_pretrained(args.path, **overrides)
-        architectures = config.architectures or []
-        if "WVLPForPreTraining" in architectures:
-            model = WVLPForPreTraining.from_pretrained(args.path, config=config)
-        else:
-            model = WVLPForPreTraining.from_published(WVLPModel.from_pretrained(args.path, config=config))
+        model = load_wvlp(args.path, for_pretraining=True, setting="model.path", **overrides)
         return model, WVLPProcessor.from_pretrained(args.path)
     if args.init == "paper":
         for name in ("vision_checkpoint", "text_checkpoint"):
@@ -109,35 +109,46 @@ def build_model_and_processor(args: ModelArgs) -> tuple[WVLPForPreTraining, WVLP
     raise ValueError(f"model.init={args.init!r}: expected default, tiny, pretrained or paper")
 
 
+def language_model_folder(name: str) -> str:
+    """Where the bridge's frozen LM is loaded from at run time: the packaged files for a packaged LM (by run-config name
+    or Hub id), else `name` itself (a local transformers folder, or a Hub id for transformers to fetch)."""
+    if name in PACKAGED_LANGUAGE_MODELS or name in PACKAGED_LANGUAGE_MODELS.values():
+        from wvlp.train.pformer_run import smollm2_folder
+
+        return str(smollm2_folder())
+    return name
+
+
 def attach_frozen_modules(model: WVLPForPreTraining, args: ModelArgs) -> object | None:
     """The frozen LM (and P-Former) that the image-to-prompt bridge's losses read; returns the LM's tokenizer.
 
-    `model.config.language_model_path: smollm2` means the packaged SmolLM2-135M; the saved config then holds its folder.
+    The LM is `model.config.language_model_id` of the run config (`smollm2` = the packaged SmolLM2-135M-Instruct, a Hub
+    id, or a local transformers folder), else the one the loaded model's config names. It is resolved here and
+    attached by reference; the saved config records only its stable name (see `stable_language_model_id`).
     """
     from wvlp.modeling.modeling_bridge import load_language_model, load_lm_tokenizer
 
     config = model.config
     if not config.prompt_bridge:
         return None
-    if config.language_model_path == "smollm2":
-        from wvlp.train.pformer_run import smollm2_folder
-
-        config.language_model_path = model.wvlp.config.language_model_path = str(smollm2_folder())
-    if not config.language_model_path or not Path(config.language_model_path, "config.json").is_file():
+    name = language_model_name(args.config) or config.language_model_id
+    local = name is not None and (Path(name).expanduser().is_absolute() or Path(name).exists())
+    if not name or (local and not Path(name, "config.json").is_file()):
         raise FileNotFoundError(
-            f"model.config.language_model_path={config.language_model_path!r}: prompt_bridge needs "
-            "the frozen LM's transformers folder (or 'smollm2' for the packaged one)"
+            f"model.config.language_model_id={name!r}: prompt_bridge needs the frozen LM: 'smollm2' for the "
+            "packaged one, its Hub id, or a local transformers folder"
         )
-    language_model = load_language_model(config.language_model_path)
+    folder = language_model_folder(name)
+    language_model = load_language_model(folder)
     width = language_model.get_input_embeddings().weight.shape[1]
     if width != config.bridge_prompt_dim:
         raise ValueError(
             f"model.config.bridge_prompt_dim={config.bridge_prompt_dim} but the LM at "
-            f"{config.language_model_path} has {width}-d input embeddings: they must be equal"
+            f"{folder} has {width}-d input embeddings: they must be equal"
         )
-    tokenizer = load_lm_tokenizer(config.language_model_path)
+    tokenizer = load_lm_tokenizer(folder)
     model.attach_language_model(language_model, tokenizer)
-    if config.pformer_alignment_loss_weight > 0:
+    if config.pretraining_config.pformer_alignment_loss_weight > 0:
         if not args.pformer_path or not Path(args.pformer_path).is_dir():
             raise FileNotFoundError(
                 f"model.pformer_path={args.pformer_path!r}: pformer_alignment_loss_weight > 0 needs "
@@ -162,21 +173,6 @@ def load_corpus(args: DataArgs) -> tuple[datasets.DatasetDict, datasets.DatasetD
         if missing:
             raise ValueError(f"{args.path}: images/{split} lacks the columns {sorted(missing)}")
     return images, descriptions
-
-
-def holdout_labels(names: list[str], holdout: list[int | str]) -> set[int]:
-    """Label ids of the held-out classes, given by id or by name."""
-    labels = set()
-    for item in holdout:
-        if isinstance(item, int):
-            if not 0 <= item < len(names):
-                raise ValueError(f"data.holdout_classes: label {item} is outside 0..{len(names) - 1}")
-            labels.add(item)
-        elif item in names:
-            labels.add(names.index(item))
-        else:
-            raise ValueError(f"data.holdout_classes: {item!r} is not a class name ({names})")
-    return labels
 
 
 def config_hash(config: RunConfig) -> str:
@@ -214,7 +210,7 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
             f"{model.config.text_config.vocab_size}: they do not belong together"
         )
     names = images[config.data.train_split].features["label"].names
-    held_out = holdout_labels(names, config.data.holdout_classes)
+    held_out = resolve_holdout(names_by_index(names), config.data.holdout_classes, setting="data.holdout_classes")
     train_images = images[config.data.train_split]
     if held_out:
         train_images = train_images.filter(lambda label: label not in held_out, input_columns="label")
@@ -230,7 +226,7 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
     pool = DescriptionPool.from_dataset(pool_rows)
     pool.check_covers(set(train_images.unique("label")), dict(enumerate(names)))
 
-    model_config = model.config
+    pretraining = model.config.pretraining_config
     lm_tokenizer = attach_frozen_modules(model, config.model)
     collator = DistillationCollator(
         processor,
@@ -241,9 +237,9 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
         num_knowledge=config.data.num_knowledge,
         mlm_probability=config.data.mlm_probability,
         augment=AugmentConfig(**config.data.augment),
-        augmented_view=model_config.imc_loss_weight > 0,
-        teacher_temperature=config.data.teacher_temperature if model_config.frozen_teacher_weight > 0 else None,
-        lm_tokenizer=lm_tokenizer if model_config.generation_loss_weight > 0 else None,
+        augmented_view=pretraining.imc_loss_weight > 0,
+        teacher_temperature=config.data.teacher_temperature if pretraining.frozen_teacher_weight > 0 else None,
+        lm_tokenizer=lm_tokenizer if pretraining.generation_loss_weight > 0 else None,
         lm_max_length=config.data.lm_max_length,
     )
     if config.lora.enabled:
@@ -288,44 +284,29 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
     result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = {"config": config.source, "config_hash": config_hash(config), "train": result.metrics}
     if trainer.is_world_process_zero():
-        out = Path(args.output_dir)
         published = merged_student(trainer.model)
         metrics["zero_shot_before"], metrics["zero_shot_after"] = before, evaluate(published.eval())
-        published.save_pretrained(out / "model")
-        processor.save_pretrained(out / "model")
-        trainer.save_state()
-        metrics["plots"] = [str(p) for p in plot_loss_curves(trainer.state.log_history, out / "plots")]
-        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+        write_run_folder(trainer, published, processor, metrics)
     return metrics
+
+
+def pretrain(config: RunConfig, resume: str | bool | None = None) -> dict:
+    """Runs the pre-training stage `config.model.kind` names: the WVLP model, or the text-only P-Former."""
+    if config.model.kind == "pformer":  # text-only P-Former pre-training has its own data and loop
+        from wvlp.train.pformer_run import train_pformer
+
+        return train_pformer(config, resume=resume)
+    if config.model.kind != "wvlp":
+        raise ValueError(f"model.kind={config.model.kind!r}: expected wvlp or pformer")
+    return train(config, resume=resume)
 
 
 def main(argv: list[str] | None = None) -> dict:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML file (see train/configs/)")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set training.max_steps=30 (repeatable)",
-    )
-    parser.add_argument(
-        "--resume",
-        nargs="?",
-        const=True,
-        default=None,
-        help="resume from the last checkpoint in output_dir, or from the given checkpoint folder",
-    )
+    add_arguments(parser)
     args = parser.parse_args(argv)
-    config = load_config(args.config, args.set)
-    if config.model.kind == "pformer":  # text-only P-Former pre-training has its own data and loop
-        from wvlp.train.pformer_run import train_pformer
-
-        return train_pformer(config, resume=args.resume)
-    if config.model.kind != "wvlp":
-        raise ValueError(f"model.kind={config.model.kind!r}: expected wvlp or pformer")
-    return train(config, resume=args.resume)
+    return pretrain(load_config(args.config, args.set), resume=args.resume)
 
 
 if __name__ == "__main__":

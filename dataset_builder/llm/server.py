@@ -1,0 +1,336 @@
+"""`ServerBackend`: an async HTTP client for an OpenAI-compatible chat-completions server, with bounded retries.
+
+It talks `httpx` directly to `<base_url>/models` (a preflight) and to the chat-completions endpoint, through its own
+connection pool that only ever reaches `base_url`'s origin, and turns every failed attempt into a retry decision and
+a token-free message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from wvlp.data.llm.base import BackendUnavailableError, GenerationRequest, GenerationResult
+
+TOKEN_ENV = "WVLP_LLM_TOKEN"
+FALLBACK_TOKEN_ENV = "HF_TOKEN"
+# The model name sent when none is configured (what huggingface_hub's client sent): servers of one model ignore it.
+_NO_MODEL = "dummy"
+
+
+class _ForeignOriginError(Exception):
+    """A request to somewhere other than the configured server (never sent)."""
+
+
+class _AttemptError(Exception):
+    """One failed attempt: whether to retry, whether it was transport-level, and a token-free message."""
+
+    def __init__(self, message: str, retryable: bool, transport: bool = False, retry_after: float | None = None):
+        super().__init__(message)
+        self.retryable, self.transport, self.retry_after = retryable, transport, retry_after
+
+
+_HUB_HOSTS = ("huggingface.co", "hf.co")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _is_hub_host(host: str) -> bool:
+    """Whether `host` is the Hugging Face Hub (or one of its subdomains, e.g. the inference router)."""
+    from huggingface_hub import constants
+
+    hosts = {*_HUB_HOSTS, urlsplit(constants.ENDPOINT).hostname or ""}
+    return any(host == h or host.endswith("." + h) for h in hosts if h)
+
+
+def _chat_completions_url(base_url: str) -> str:
+    """The chat-completions endpoint of `base_url`: `.../v1` gets `/chat/completions`, any other path `/v1/...`."""
+    # The rule of huggingface_hub's InferenceClient, which this backend used before: configs written for it still work.
+    parts = urlsplit(base_url)
+    path = parts.path.rstrip("/")
+    if not path.endswith("/chat/completions"):
+        path += "/chat/completions" if path.endswith("/v1") else "/v1/chat/completions"
+    return urlunsplit(parts._replace(path=path))
+
+
+def _error_detail(response: Any) -> str:
+    """What an error response says: the OpenAI-style `error.message` when there is one, else the body as text."""
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):  # not JSON, or not a JSON object
+        error = None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return error["message"]
+    if error:
+        return str(error)
+    return response.text.strip() or response.reason_phrase
+
+
+@dataclass
+class _CallState:
+    """What the requests of one `agenerate` call share."""
+
+    semaphore: asyncio.Semaphore
+    any_response: bool = False  # some HTTP response arrived, so the server is reachable
+
+
+class ServerBackend:
+    """An OpenAI-compatible chat-completions server (vLLM, TGI, llama.cpp, Inference Endpoints...).
+
+    Each `generate` call first sends a preflight `GET <base_url>/models` that must be connected within
+    `connect_timeout_s` and answered (any HTTP status will do, a 404 too) within `connect_timeout_s` more: a server
+    that is down or accepts connections without answering is reported as `BackendUnavailableError` in seconds, rather
+    than after every request's full timeouts and retries. Connection errors (e.g. refused) are retried with the
+    backoff below; a preflight timeout is not. The requests then go to `<base_url>/chat/completions` (a `base_url`
+    not ending in `/v1` gets `/v1/chat/completions`) with at most `concurrency` HTTP requests in flight, a
+    per-attempt timeout of `timeout_s` (connect to last byte; connecting alone is bounded by `connect_timeout_s`), and
+    up to `max_retries` retries with exponential backoff and full jitter (honouring a numeric `Retry-After`) on
+    connection errors, timeouts, HTTP 408/429/5xx and malformed responses; any other 4xx is reported at once. The
+    bearer token comes from `$WVLP_LLM_TOKEN` (else `$HF_TOKEN`; `token_env` renames the first) and never appears in
+    reprs, logs or error strings. Without a token no Authorization header is sent (in particular not the token of
+    `hf auth login`).
+
+    The client talks only to `base_url`'s origin through its own `httpx` connection pool, so `HF_HUB_OFFLINE=1`
+    (which makes huggingface_hub's shared session refuse every URL, loopback included) does not block it; under
+    offline mode a `base_url` on the Hugging Face Hub itself is refused.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str | None = None,
+        *,
+        concurrency: int = 64,
+        timeout_s: float = 60.0,
+        connect_timeout_s: float = 10.0,
+        max_retries: int = 5,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        token_env: str = TOKEN_ENV,
+        revision: str | None = None,
+    ):
+        from huggingface_hub import constants
+
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
+        if constants.is_offline_mode() and _is_hub_host(parts.hostname):
+            raise ValueError(
+                f"HF_HUB_OFFLINE=1 is set but base_url {base_url!r} is on the Hugging Face Hub: "
+                "unset HF_HUB_OFFLINE to use the Hub's inference router"
+            )
+        if concurrency < 1 or max_retries < 0 or timeout_s <= 0 or connect_timeout_s <= 0:
+            raise ValueError(
+                "need concurrency >= 1, max_retries >= 0, timeout_s > 0, connect_timeout_s > 0; got "
+                f"{concurrency}, {max_retries}, {timeout_s}, {connect_timeout_s}"
+            )
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.name = model or "server-default"
+        self.revision = revision or self.name
+        self.concurrency = concurrency
+        self.timeout_s = float(timeout_s)
+        # Never longer than a whole attempt: a connection counts against the attempt's own timeout.
+        self.connect_timeout_s = min(float(connect_timeout_s), self.timeout_s)
+        self.max_retries = max_retries
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self._origin = (parts.scheme, parts.hostname, parts.port or _DEFAULT_PORTS[parts.scheme])
+        self._chat_url = _chat_completions_url(self.base_url)
+        self._token = os.environ.get(token_env) or os.environ.get(FALLBACK_TOKEN_ENV) or None
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(base_url={self.base_url!r}, model={self.model!r}, concurrency={self.concurrency}, "
+            f"timeout_s={self.timeout_s}, connect_timeout_s={self.connect_timeout_s}, max_retries={self.max_retries}, "
+            f"token={'set' if self._token else 'unset'})"
+        )
+
+    def generate(self, requests: Sequence[GenerationRequest], on_result: Callable[[GenerationResult], None]) -> None:
+        """Blocking `agenerate`; inside a running event loop it runs on a helper thread (which calls `on_result`)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            asyncio.run(self.agenerate(requests, on_result))
+            return
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, self.agenerate(requests, on_result)).result()
+
+    async def agenerate(
+        self, requests: Sequence[GenerationRequest], on_result: Callable[[GenerationResult], None]
+    ) -> None:
+        """Run all requests concurrently; `on_result` is called in this coroutine as each one completes."""
+        import httpx
+
+        state = _CallState(asyncio.Semaphore(self.concurrency))
+        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        hooks = {"request": [self._check_request]}
+        timeout = httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s)
+        async with httpx.AsyncClient(limits=limits, timeout=timeout, event_hooks=hooks) as http:
+            await self._preflight(http)
+            await self._run_all(http, state, requests, on_result)
+
+    async def _preflight(self, http: Any) -> None:
+        """GET `<base_url>/models` until any HTTP answer; raises `BackendUnavailableError` when none can come."""
+        import httpx
+
+        url = f"{self.base_url}/models"
+        # Every phase (connect, send, first byte of the answer) gets the short timeout: /models answers at once on a
+        # live server even while it is busy generating, unlike a chat completion.
+        timeout = httpx.Timeout(self.connect_timeout_s)
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                # Streamed, so that the status line alone proves the server is there: the body is never read.
+                async with http.stream("GET", url, timeout=timeout):
+                    return
+            except httpx.ConnectTimeout:
+                raise BackendUnavailableError(
+                    f"{self.base_url} is unreachable: no connection within {self.connect_timeout_s:g}s (GET {url})"
+                ) from None
+            except httpx.TimeoutException:
+                # Retrying would only wait as long again: a server that accepts and stays silent is hung.
+                raise BackendUnavailableError(
+                    f"{self.base_url} is not answering: it accepted the connection but sent no response to GET {url} "
+                    f"within {self.connect_timeout_s:g}s"
+                ) from None
+            except (httpx.TransportError, ConnectionError) as err:
+                if attempts > self.max_retries:
+                    message = self._redact(f"{type(err).__name__}: {err}")
+                    raise BackendUnavailableError(
+                        f"{self.base_url} is unreachable after {attempts} attempts: {message} (GET {url})"
+                    ) from None
+            await asyncio.sleep(self._backoff_s(attempts))
+
+    def _backoff_s(self, attempts: int, retry_after: float | None = None) -> float:
+        """The wait before retry number `attempts`: full jitter, with a server's `Retry-After` as a floor."""
+        delay = random.uniform(0, min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempts - 1)))
+        return delay if retry_after is None else max(delay, min(retry_after, self.backoff_max_s))
+
+    async def _run_all(
+        self,
+        http: Any,
+        state: _CallState,
+        requests: Sequence[GenerationRequest],
+        on_result: Callable[[GenerationResult], None],
+    ) -> None:
+        """Keep a bounded window of request tasks alive and report each as it completes."""
+        # Tasks in backoff do not hold a slot, so keep more tasks alive than slots to keep the slots busy.
+        window = 2 * self.concurrency + 16
+        finished: asyncio.Queue[asyncio.Task] = asyncio.Queue()  # O(1) per completion, unlike asyncio.wait
+        todo = iter(requests)
+        pending: set[asyncio.Task] = set()
+        try:
+            while True:
+                while len(pending) < window and (request := next(todo, None)) is not None:
+                    task = asyncio.create_task(self._run_one(http, state, request))
+                    task.add_done_callback(finished.put_nowait)
+                    pending.add(task)
+                if not pending:
+                    break
+                task = await finished.get()
+                pending.discard(task)
+                on_result(task.result())  # a BackendUnavailableError from the task propagates here
+        finally:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _check_request(self, request: Any) -> None:
+        """Only ever talk to base_url's origin; send no Authorization header when no token is configured."""
+        url = request.url
+        if (url.scheme, url.host, url.port or _DEFAULT_PORTS.get(url.scheme)) != self._origin:
+            raise _ForeignOriginError(f"ServerBackend only talks to {self.base_url}, refused a request to {url.host}")
+        if self._token is None:
+            request.headers.pop("authorization", None)
+
+    async def _run_one(self, http: Any, state: _CallState, request: GenerationRequest) -> GenerationResult:
+        """One request with retries; returns its result, raises only `BackendUnavailableError`."""
+        started = time.perf_counter()
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                async with state.semaphore:
+                    text = await self._attempt(http, state, request)
+                return GenerationResult(request.key, text, attempts=attempts, latency_s=time.perf_counter() - started)
+            except _AttemptError as err:
+                last = err
+            if not last.retryable or attempts > self.max_retries:
+                break
+            await asyncio.sleep(self._backoff_s(attempts, last.retry_after))
+        if last.transport and last.retryable and not state.any_response:
+            raise BackendUnavailableError(f"{self.base_url} is unreachable after {attempts} attempts: {last}")
+        error = f"{last} (after {attempts} attempt{'s' if attempts > 1 else ''})"
+        latency = time.perf_counter() - started
+        return GenerationResult(request.key, None, error=error, attempts=attempts, latency_s=latency)
+
+    async def _attempt(self, http: Any, state: _CallState, request: GenerationRequest) -> str:
+        """One HTTP attempt; every failure becomes an `_AttemptError` with a token-free message."""
+        import httpx
+
+        body: dict[str, Any] = {
+            "model": self.model or _NO_MODEL,
+            "messages": request.messages,
+            "max_tokens": request.max_new_tokens,
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "stream": False,
+        }
+        if request.seed is not None:
+            body["seed"] = request.seed
+        # Only the chat requests carry the token: the preflight proves the server is there without it.
+        headers = {"authorization": f"Bearer {self._token}"} if self._token else {}
+        try:
+            call = http.post(self._chat_url, json=body, headers=headers)
+            if hasattr(asyncio, "timeout"):  # Python >= 3.11: no extra task per attempt, unlike wait_for
+                async with asyncio.timeout(self.timeout_s):
+                    response = await call
+            else:
+                response = await asyncio.wait_for(call, timeout=self.timeout_s)
+        except (asyncio.TimeoutError, TimeoutError, httpx.TimeoutException) as err:
+            if isinstance(err, httpx.ConnectTimeout):
+                message = f"no connection within {self.connect_timeout_s:g}s"
+            else:
+                message = f"timed out after {self.timeout_s:g}s"
+            raise _AttemptError(message, True, transport=True) from None
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL, _ForeignOriginError) as err:
+            raise _AttemptError(self._redact(f"{type(err).__name__}: {err}"), False) from None
+        except (httpx.TransportError, ConnectionError) as err:
+            raise _AttemptError(self._redact(f"{type(err).__name__}: {err}"), True, transport=True) from None
+        except Exception as err:  # anything else fails this request only, without a retry
+            raise _AttemptError(self._redact(f"{type(err).__name__}: {err}"), False) from None
+        state.any_response = True
+        status = response.status_code
+        if status >= 400:
+            retryable = status in (408, 429) or status >= 500
+            header = response.headers.get("retry-after", "")
+            retry_after = float(header) if header.strip().isdigit() else None
+            message = f"HTTP {status}: {response.reason_phrase} from POST {self._chat_url}: {_error_detail(response)}"
+            raise _AttemptError(self._redact(message), retryable, retry_after=retry_after)
+        try:
+            output = response.json()
+        except ValueError as err:  # the body was not JSON (json.JSONDecodeError, UnicodeDecodeError)
+            raise _AttemptError(self._redact(f"malformed response: {err}"), True) from None
+        choices = output.get("choices") if isinstance(output, dict) else None
+        first = choices[0] if isinstance(choices, list) and choices else None
+        message = first.get("message") if isinstance(first, dict) else None
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, str):
+            raise _AttemptError("malformed response: no choices[0].message.content", True)
+        return content.strip()
+
+    def _redact(self, text: str) -> str:
+        """`text` without the token (a server may echo request headers back in its error body)."""
+        text = text if len(text) <= 500 else text[:500] + "..."
+        return text.replace(self._token, "***") if self._token else text
+
+
+__all__ = ["ServerBackend"]
