@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import io
+import socket
 import sys
 import textwrap
 from pathlib import Path
@@ -425,3 +426,12 @@ def load_app():
     sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
     spec.loader.exec_module(module)
     return module
+
+
+def torchrun(nproc: int, *target: str) -> list[str]:
+    """The command that runs `target` (a script and its arguments, or `--module name ...`) in `nproc` local processes."""
+    with socket.socket() as s:  # a free port, so parallel runs never meet
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rendezvous = ["--master_addr", "127.0.0.1", "--master_port", str(port)]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), *rendezvous, *target]

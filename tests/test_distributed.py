@@ -1,42 +1,21 @@
 """N processes compute the same losses and gradients as one process holding the global batch."""
 
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests.distributed_worker import GLOBAL_BATCH, build_model, run_steps
-from tests.helpers import tiny_batch
+from tests.helpers import tiny_batch, torchrun
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.distributed
 def test_two_processes_equal_one_process(tmp_path):
     out = tmp_path / "dist.pt"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        "--module",
-        "tests.distributed_worker",
-        str(out),
-    ]
+    cmd = torchrun(2, "--module", "tests.distributed_worker", str(out))
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     distributed = torch.load(out)

@@ -7,20 +7,10 @@ import torch
 
 from wvlp.cli import main
 from wvlp.data.template_corpus import write_template_corpus
+from wvlp.evaluation.schema import RANK_KEYS
+from wvlp.evaluation.schema import RETRIEVAL_KEYS as SCHEMA_RETRIEVAL_KEYS
 
-RETRIEVAL_KEYS = {
-    "i2t_r1",
-    "i2t_r5",
-    "i2t_r10",
-    "t2i_r1",
-    "t2i_r5",
-    "t2i_r10",
-    "rsum",
-    "i2t_mean_rank",
-    "i2t_median_rank",
-    "t2i_mean_rank",
-    "t2i_median_rank",
-}
+RETRIEVAL_KEYS = {*SCHEMA_RETRIEVAL_KEYS, *RANK_KEYS}
 
 
 def test_wvlp_evaluate_writes_the_eval_json(saved_model, tmp_path, capsys):

@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from transformers import set_seed
 from wvlp.data.template_corpus import write_template_corpus
 from wvlp.train.config import load_config
 from wvlp.train.run import build_model_and_processor, main
+
+from tests.helpers import torchrun
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = str(ROOT / "train" / "configs" / "tiny.yaml")
@@ -46,12 +47,6 @@ def run_args(corpus: Path, out: Path, *extra: str) -> list[str]:
 def logged_losses(out: Path) -> dict[int, float]:
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     return {entry["step"]: entry["loss"] for entry in history if "loss" in entry}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_tiny_run_trains_and_writes_the_run_folder(corpus, tmp_path):
@@ -135,19 +130,11 @@ def test_torchrun_two_processes_equal_one_process(corpus, tmp_path):
     single = tmp_path / "single"
     main(run_args(corpus, single, *common, "training.per_device_train_batch_size=8"))
     double = tmp_path / "double"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
+    cmd = torchrun(
+        2,
         str(ROOT / "train" / "run.py"),
         *run_args(corpus, double, *common, "training.per_device_train_batch_size=4"),
-    ]
+    )
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a = load_file(str(single / "model" / "model.safetensors"))
