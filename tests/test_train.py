@@ -224,3 +224,17 @@ def test_gradient_accumulation_is_the_mean_of_micro_batch_gradients(corpus, tmp_
         if name in grads:
             expected = parameter.detach() - grads[name] / 4
             torch.testing.assert_close(trained[name], expected, atol=1e-6, rtol=0, msg=lambda m: f"{name}: {m}")
+
+
+def test_wvlp_train_runs_the_same_training_as_train_run_py(corpus, tmp_path):
+    """`wvlp train` calls the training function itself, with the same options: same seed, same weights."""
+    from wvlp.cli import main as wvlp
+
+    steps = ("training.max_steps=2", "training.save_steps=100")
+    main(run_args(corpus, tmp_path / "script", *steps))
+    wvlp(["train", *run_args(corpus, tmp_path / "cli", *steps)])
+    script = load_file(str(tmp_path / "script" / "model" / "model.safetensors"))
+    cli = load_file(str(tmp_path / "cli" / "model" / "model.safetensors"))
+    assert script.keys() == cli.keys() and all(torch.equal(script[k], cli[k]) for k in script)
+    wvlp(["train", *run_args(corpus, tmp_path / "cli", "training.max_steps=3"), "--resume"])
+    assert json.loads((tmp_path / "cli" / "trainer_state.json").read_text())["global_step"] == 3
