@@ -81,7 +81,12 @@ def write_report(
     evals = [json.loads(Path(p).read_text()) for p in eval_jsons]
     figures = []
     for png in sorted((run_dir / "plots").glob("*.png")):
-        figures.append(("loss curve: " + png.stem, shutil.copy(png, report_dir / f"loss_{png.name}")))
+        if png.stem == "zero_shot_curve":  # the learning curve leads the report: accuracy against images and seconds
+            figures.insert(
+                0, ("learning curve: zero-shot top-1 during training", shutil.copy(png, report_dir / png.name))
+            )
+        else:
+            figures.append(("loss curve: " + png.stem, shutil.copy(png, report_dir / f"loss_{png.name}")))
     for path in eval_jsons:
         for kind, title in (
             ("confusion", "confusion matrix (zero-shot, test)"),

@@ -238,3 +238,50 @@ def test_wvlp_train_runs_the_same_training_as_train_run_py(corpus, tmp_path):
     assert script.keys() == cli.keys() and all(torch.equal(script[k], cli[k]) for k in script)
     wvlp(["train", *run_args(corpus, tmp_path / "cli", "training.max_steps=3"), "--resume"])
     assert json.loads((tmp_path / "cli" / "trainer_state.json").read_text())["global_step"] == 3
+
+
+def test_zero_shot_learning_curve_reaches_every_logger_with_images_and_seconds(corpus, tmp_path):
+    """The periodic zero-shot points go through Trainer.log (a logger callback sees them), on both curve axes."""
+    from transformers import TrainerCallback
+
+    from wvlp.train import run as run_module
+
+    seen: list[dict] = []
+
+    class Recorder(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            seen.append(dict(logs or {}))
+
+    original = run_module.WVLPTrainer
+
+    class RecordingTrainer(original):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.add_callback(Recorder())
+
+    out = tmp_path / "curve"
+    extra = ("training.max_steps=4", "run.zero_shot_every=2", "training.gradient_accumulation_steps=2")
+    try:
+        run_module.WVLPTrainer = RecordingTrainer
+        main(run_args(corpus, out, *extra))
+    finally:
+        run_module.WVLPTrainer = original
+    points = [e for e in seen if "eval_zero_shot_top1" in e]
+    assert [p["images_seen"] for p in points] == [2 * 8 * 2, 4 * 8 * 2]  # steps x per-device batch x accumulation
+    assert 0 < points[0]["train_seconds"] < points[1]["train_seconds"]
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    assert [e["step"] for e in history if "eval_zero_shot_top1" in e] == [2, 4]
+    assert (out / "plots" / "zero_shot_curve.png").is_file()
+
+
+def test_learning_curve_marks_each_phase_change(tmp_path):
+    from wvlp.train.plots import phase_changes, plot_zero_shot_curves
+
+    assert plot_zero_shot_curves([{"loss": 1.0, "step": 1}], tmp_path) is None  # no zero-shot point: no figure
+    history = [
+        {"eval_zero_shot_top1": 0.1 * i, "images_seen": 64 * i, "train_seconds": 3.0 * i, "phase": p, "step": i}
+        for i, p in enumerate(["locked-text"] * 3 + ["full"] * 2, start=1)
+    ]
+    assert [e["step"] for e in phase_changes(history)] == [4] and phase_changes(history[:3]) == []
+    path = plot_zero_shot_curves(history, tmp_path)
+    assert path == tmp_path / "zero_shot_curve.png" and path.stat().st_size > 0

@@ -1,5 +1,9 @@
 """Trainer callbacks: EMA teacher update, the collator's epoch, and periodic zero-shot evaluation."""
 
+import time
+from collections.abc import Callable
+
+import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from wvlp.train.lora import merged_state_dict
@@ -26,23 +30,47 @@ class CollatorEpochCallback(TrainerCallback):
 
 
 class ZeroShotCallback(TrainerCallback):
-    """Logs zero-shot accuracy on a held-out split every `every` optimiser steps (and at the end)."""
+    """Zero-shot accuracy on the eval subset every `every` optimiser steps (and at the end), logged through `log`.
 
-    def __init__(self, evaluate_fn, every: int):
-        self.evaluate_fn = evaluate_fn
-        self.every = every
+    `log` is the trainer's `log`, so every reporting integration sees the points, not only `log_history`. Each point
+    carries `images_seen` (optimiser steps x the global batch) and `train_seconds` (wall-clock of training without the
+    evaluations themselves, continued across a resume), the two axes learning curves are compared on.
+    """
 
-    def _run(self, state: TrainerState, model) -> None:
+    def __init__(
+        self, evaluate_fn: Callable[[torch.nn.Module], dict[str, float]], every: int, log: Callable[[dict], None]
+    ):
+        self.evaluate_fn, self.every, self.log = evaluate_fn, every, log
+        self._start, self._eval_seconds, self._seconds_before = 0.0, 0.0, 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._start, self._eval_seconds = time.perf_counter(), 0.0
+        # A resumed run continues the clock of the run it resumes.
+        self._seconds_before = max(
+            (e["train_seconds"] for e in state.log_history if "train_seconds" in e), default=0.0
+        )
+
+    def _run(self, args: TrainingArguments, state: TrainerState, model) -> None:
+        started = time.perf_counter()
         student = unwrap_pretraining_model(model).wvlp
         was_training = student.training
         metrics = self.evaluate_fn(student.eval())
         student.train(was_training)
-        state.log_history.append({"step": state.global_step, **{f"eval_{k}": v for k, v in metrics.items()}})
+        train_seconds = self._seconds_before + started - self._start - self._eval_seconds
+        self._eval_seconds += time.perf_counter() - started
+        global_batch = args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
+        self.log(
+            {
+                **{f"eval_{k}": v for k, v in metrics.items()},
+                "images_seen": state.global_step * global_batch,
+                "train_seconds": round(train_seconds, 3),
+            }
+        )
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if self.every > 0 and state.global_step % self.every == 0 and state.is_world_process_zero:
-            self._run(state, model)
+            self._run(args, state, model)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         if self.every > 0 and state.global_step % self.every != 0 and state.is_world_process_zero:
-            self._run(state, model)
+            self._run(args, state, model)

@@ -276,10 +276,10 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
         callbacks=[
             MomentumUpdateCallback(),
             CollatorEpochCallback(collator),
-            ZeroShotCallback(evaluate, config.run.zero_shot_every),
         ],
         alpha_warmup_steps=config.run.alpha_warmup_steps,
     )
+    trainer.add_callback(ZeroShotCallback(evaluate, config.run.zero_shot_every, trainer.log))
     before = evaluate(merged_student(model).eval()) if trainer.is_world_process_zero() else {}
     result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = {"config": config.source, "config_hash": config_hash(config), "train": result.metrics}

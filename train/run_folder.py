@@ -19,7 +19,7 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, sort_checkpoints
 
 from wvlp.common.safe_io import RUN, atomic_write_text, check_writable, claim_dir
-from wvlp.train.plots import plot_loss_curves
+from wvlp.train.plots import plot_loss_curves, plot_zero_shot_curves
 
 
 class CheckpointWriteError(RuntimeError):
@@ -171,5 +171,7 @@ def write_run_folder(trainer, model, processor, metrics: dict) -> None:
     model.save_pretrained(out / "model")
     processor.save_pretrained(out / "model")
     trainer.save_state()
-    metrics["plots"] = [str(p) for p in plot_loss_curves(trainer.state.log_history, out / "plots")]
+    history = trainer.state.log_history
+    curve = plot_zero_shot_curves(history, out / "plots")
+    metrics["plots"] = [str(p) for p in plot_loss_curves(history, out / "plots") + ([curve] if curve else [])]
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
