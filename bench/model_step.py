@@ -95,11 +95,6 @@ def make_batch(
     )
 
 
-def time_steps(step, steps: int) -> float:
-    """Median seconds of `steps` calls after two warm-up calls."""
-    return time_interleaved({"step": step}, steps)["step"]
-
-
 def time_interleaved(steps: dict[str, Callable], repeats: int) -> dict[str, float]:
     """Median seconds of each step over `repeats` rounds that call every step once, after two warm-up rounds:
     interleaved, so a slow spell of the machine slows every step alike and leaves their ratio alone."""

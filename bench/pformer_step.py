@@ -37,7 +37,7 @@ def load_lm(kind: str):
 
         return tiny_language_model(30522)
     from wvlp.modeling.modeling_bridge import load_language_model
-    from wvlp.train.pformer_run import smollm2_folder
+    from wvlp.train.presets import smollm2_folder
 
     return load_language_model(str(smollm2_folder()))
 

@@ -10,12 +10,9 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 USER_ERROR_STATUS = 2
-# `python train/run.py` runs the entry point as `__main__`, outside the `wvlp` module names.
-_SCRIPT_DIR = str(Path(__file__).resolve().parents[1] / "train") + os.sep
 _INPUT_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 
 
@@ -33,9 +30,7 @@ def is_user_error(err: BaseException) -> bool:
     if frame is None:
         return False
     module = frame.tb_frame.f_globals.get("__name__", "")
-    return module.startswith("wvlp.") or (
-        module == "__main__" and frame.tb_frame.f_code.co_filename.startswith(_SCRIPT_DIR)
-    )
+    return module.startswith("wvlp.")
 
 
 def run_command(name: str, func: Callable[..., Any], *args: Any) -> Any:

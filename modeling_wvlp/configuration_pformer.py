@@ -1,11 +1,9 @@
 """Configuration of the P-Former: a text-only encoder that predicts the soft prompt a frozen LM needs to say a sentence."""
 
-import os
-
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-from .configuration_wvlp import WVLPTextConfig, _legacy_language_model_id
+from .configuration_wvlp import WVLPTextConfig, resolve_language_model_id
 
 
 @strict
@@ -75,14 +73,7 @@ class PFormerConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         if not isinstance(self.text_config, PreTrainedConfig):
             self.text_config = WVLPTextConfig(**(self.text_config or {}))
-        if "language_model_path" in kwargs:  # saved by older versions
-            legacy = _legacy_language_model_id(kwargs.pop("language_model_path"))
-            self.language_model_id = self.language_model_id or legacy
-        if self.language_model_id and os.path.isabs(os.path.expanduser(self.language_model_id)):
-            raise ValueError(
-                f"language_model_id={self.language_model_id!r} is a machine path: record the LM's Hub id and "
-                "attach a local copy with attach_language_model(...)"
-            )
+        self.language_model_id = resolve_language_model_id(self.language_model_id, kwargs)
         for name in ("num_prompts", "prompt_dim", "embed_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")

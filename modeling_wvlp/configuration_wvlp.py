@@ -259,18 +259,24 @@ def _resolve_vision_config(vision_config: dict | PreTrainedConfig | None) -> Pre
     return config
 
 
-def _legacy_language_model_id(path: str | None) -> str | None:
-    """`language_model_path` of configs saved by older versions: a Hub id carries over as `language_model_id`; a
-    machine path (absolute, or a folder on this disk) is dropped, since it names nothing on another machine."""
-    if not path:
-        return None
-    if os.path.isabs(os.path.expanduser(path)) or os.path.exists(path):
+def resolve_language_model_id(language_model_id: str | None, kwargs: dict) -> str | None:
+    """A config's `language_model_id`, taking over the `language_model_path` older versions saved (popped from
+    `kwargs`): a Hub id carries over; a machine path (absolute, or a folder on this disk) is dropped with a warning,
+    since it names nothing on another machine. An absolute path given as the id itself is refused."""
+    legacy = kwargs.pop("language_model_path", None)
+    if legacy and (os.path.isabs(os.path.expanduser(legacy)) or os.path.exists(legacy)):
         logger.warning(
-            f"ignoring the legacy language_model_path={path!r}: it is a machine path. Attach the frozen LM with "
+            f"ignoring the legacy language_model_path={legacy!r}: it is a machine path. Attach the frozen LM with "
             "model.attach_language_model(...), or set language_model_id to its Hub id"
         )
-        return None
-    return path
+        legacy = None
+    language_model_id = language_model_id or legacy
+    if language_model_id and os.path.isabs(os.path.expanduser(language_model_id)):
+        raise ValueError(
+            f"language_model_id={language_model_id!r} is a machine path: record the LM's Hub id "
+            "(e.g. HuggingFaceTB/SmolLM2-135M-Instruct) and attach a local copy with attach_language_model(...)"
+        )
+    return language_model_id
 
 
 @strict
@@ -352,14 +358,7 @@ class WVLPConfig(PreTrainedConfig):
             nested = self.pretraining_config or {}
             nested = nested.to_dict() if isinstance(nested, PreTrainedConfig) else dict(nested)
             self.pretraining_config = WVLPPreTrainingConfig(**{**nested, **flat})
-        if "language_model_path" in kwargs:
-            legacy = _legacy_language_model_id(kwargs.pop("language_model_path"))
-            self.language_model_id = self.language_model_id or legacy
-        if self.language_model_id and os.path.isabs(os.path.expanduser(self.language_model_id)):
-            raise ValueError(
-                f"language_model_id={self.language_model_id!r} is a machine path: record the LM's Hub id "
-                "(e.g. HuggingFaceTB/SmolLM2-135M-Instruct) and attach a local copy with attach_language_model(...)"
-            )
+        self.language_model_id = resolve_language_model_id(self.language_model_id, kwargs)
         if self.embed_dim < 1:
             raise ValueError(f"embed_dim={self.embed_dim} must be >= 1")
         n_layers = self.text_config.num_hidden_layers

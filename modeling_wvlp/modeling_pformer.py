@@ -15,7 +15,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_pformer import PFormerConfig
 from .modeling_bridge import freeze_language_model, generate_from_prompts, load_language_model, prompt_lm_loss
-from .modeling_text import WVLPTemperature, WVLPTextTower, follow_attn_implementation, init_text_weights
+from .modeling_text import TextAttentionMixin, WVLPTemperature, WVLPTextTower, init_text_weights
 
 
 @dataclass
@@ -50,7 +50,7 @@ class PFormerOutput(ModelOutput):
 PFORMER_LOSS_TERMS = ("lm", "contrastive", "vocab")
 
 
-class PFormerPreTrainedModel(PreTrainedModel):
+class PFormerPreTrainedModel(TextAttentionMixin, PreTrainedModel):
     config: PFormerConfig
     base_model_prefix = "pformer"
     main_input_name = "input_ids"
@@ -58,14 +58,6 @@ class PFormerPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["WVLPTextLayer"]
     _supports_sdpa = True
     accepts_loss_kwargs = False  # per-batch means: the Trainer scales for gradient accumulation
-
-    def __init__(self, config, *inputs, **kwargs):
-        super().__init__(config, *inputs, **kwargs)
-        follow_attn_implementation(self.config)
-
-    def set_attn_implementation(self, attn_implementation: str | dict) -> None:
-        super().set_attn_implementation(attn_implementation)
-        follow_attn_implementation(self.config, attn_implementation)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

@@ -83,6 +83,19 @@ def follow_attn_implementation(config, requested: str | dict | None = None) -> N
         text_config._attn_implementation_internal = config._attn_implementation
 
 
+class TextAttentionMixin:
+    """For a `PreTrainedModel` whose config has a `text_config` read by plain-module text blocks: keeps that text
+    config's attention implementation on the model's, at construction and on `set_attn_implementation`."""
+
+    def __init__(self, config, *inputs, **kwargs):
+        super().__init__(config, *inputs, **kwargs)
+        follow_attn_implementation(self.config)
+
+    def set_attn_implementation(self, attn_implementation: str | dict) -> None:
+        super().set_attn_implementation(attn_implementation)
+        follow_attn_implementation(self.config, attn_implementation)
+
+
 class WVLPAttention(nn.Module):
     """Multi-head attention; keys/values come from `context` (image tokens) for cross-attention, else from the input.
 
@@ -318,6 +331,7 @@ __all__ = [
     "WVLPTextTower",
     "eager_attention_forward",
     "extended_attention_mask",
+    "TextAttentionMixin",
     "follow_attn_implementation",
     "init_text_weights",
 ]

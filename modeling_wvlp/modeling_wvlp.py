@@ -37,11 +37,11 @@ from .modeling_bridge import (
 )
 from .modeling_efficientnet_lite import WVLPEfficientNetLiteModel, init_efficientnet_weights
 from .modeling_text import (
+    TextAttentionMixin,
     WVLPMLMHead,
     WVLPTemperature,
     WVLPTextOutput,
     WVLPTextTower,
-    follow_attn_implementation,
     init_text_weights,
 )
 
@@ -140,7 +140,7 @@ class WVLPMomentumFeatures:
     column_valid: torch.Tensor  # (W * B + Q,) bool: False for queue slots not filled yet
 
 
-class WVLPPreTrainedModel(PreTrainedModel):
+class WVLPPreTrainedModel(TextAttentionMixin, PreTrainedModel):
     config: WVLPConfig
     base_model_prefix = "wvlp"
     main_input_name = "pixel_values"
@@ -150,14 +150,6 @@ class WVLPPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     # Every loss is a per-batch mean: the Trainer must scale it for gradient accumulation itself.
     accepts_loss_kwargs = False
-
-    def __init__(self, config, *inputs, **kwargs):
-        super().__init__(config, *inputs, **kwargs)
-        follow_attn_implementation(self.config)
-
-    def set_attn_implementation(self, attn_implementation: str | dict) -> None:
-        super().set_attn_implementation(attn_implementation)
-        follow_attn_implementation(self.config, attn_implementation)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

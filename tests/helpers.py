@@ -419,13 +419,18 @@ def cli_args(release, *extra):
 # ---------------------------------------------------------------------------------------------------------------- Space
 
 
-def load_app():
-    """spaces_demo/app.py as a module (the Space folder is not a package)."""
-    spec = importlib.util.spec_from_file_location("wvlp_space_app", ROOT / "spaces_demo" / "app.py")
+def load_script(path: Path, name: str):
+    """A file of a folder that is not a package (the Space, a benchmark) as module `name`."""
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
     spec.loader.exec_module(module)
     return module
+
+
+def load_app():
+    """spaces_demo/app.py as a module."""
+    return load_script(ROOT / "spaces_demo" / "app.py", "wvlp_space_app")
 
 
 def torchrun(nproc: int, *target: str) -> list[str]:

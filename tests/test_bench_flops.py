@@ -1,21 +1,14 @@
 """bench/model_step.py's FLOP accounting on the tiny model: the per-part counts partition the whole step exactly."""
 
-import importlib.util
-import sys
-
 import pytest
 import torch
 
-from tests.helpers import ROOT, tiny_batch, tiny_config_kwargs
+from tests.helpers import ROOT, load_script, tiny_batch, tiny_config_kwargs
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("wvlp_bench_model_step", ROOT / "bench" / "model_step.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "bench" / "model_step.py", "wvlp_bench_model_step")
 
 
 def test_parts_partition_the_step_and_itc_only_counts_less(bench):

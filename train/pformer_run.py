@@ -24,18 +24,9 @@ from wvlp.modeling.modeling_bridge import freeze_language_model, load_lm_tokeniz
 from wvlp.modeling.pretrained_assets import minilm_path
 from wvlp.train.collator import lm_sentence_tokens
 from wvlp.train.config import ModelArgs, RunConfig
-from wvlp.train.presets import PACKAGED_LANGUAGE_MODELS, TINY_LM, TINY_TEXT
+from wvlp.train.presets import TINY_LM, TINY_TEXT, language_model_folder, stable_language_model_id
 from wvlp.train.run_folder import open_run_folder, write_run_folder
 from wvlp.train.trainer import NonFiniteLossError, WVLPTrainer
-
-
-def smollm2_folder() -> Path:
-    """The packaged SmolLM2-135M-Instruct as a plain transformers folder (dequantised once into the cache)."""
-    from wvlp.data.llm.gguf import default_gguf_path, materialize_gguf, packaged_llm_folder
-
-    gguf = default_gguf_path()
-    # Same folder name as LocalTransformersBackend, so the description pipeline and P-Former share one copy.
-    return materialize_gguf(gguf, packaged_llm_folder(gguf))
 
 
 def tiny_language_model(vocab_size: int, seed: int = 0) -> LlamaForCausalLM:
@@ -53,13 +44,12 @@ def load_frozen_language_model(spec: str, text_tokenizer, seed: int = 0) -> tupl
     """
     if spec == "tiny":  # the tiny LM reads the text tokenizer's ids: no second vocabulary to ship
         return tiny_language_model(len(text_tokenizer), seed), text_tokenizer, None
-    folder = smollm2_folder() if spec in PACKAGED_LANGUAGE_MODELS else Path(spec)
+    folder = Path(language_model_folder(spec))
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"pformer.language_model={spec!r}: {folder} is not a transformers model folder")
     from wvlp.modeling.modeling_bridge import load_language_model
 
-    language_model_id = PACKAGED_LANGUAGE_MODELS.get(spec)
-    return load_language_model(str(folder)), load_lm_tokenizer(str(folder)), language_model_id
+    return load_language_model(str(folder)), load_lm_tokenizer(str(folder)), stable_language_model_id(spec)
 
 
 def build_pformer(args: ModelArgs, prompt_dim: int, language_model_id: str | None) -> PFormerModel:
@@ -231,7 +221,6 @@ __all__ = [
     "load_frozen_language_model",
     "load_sentences",
     "sentence_perplexity",
-    "smollm2_folder",
     "tiny_language_model",
     "train_pformer",
 ]

@@ -37,7 +37,7 @@ from wvlp.train.collator import AugmentConfig, DescriptionPool, DistillationColl
 from wvlp.train.config import DataArgs, ModelArgs, RunConfig, load_config
 from wvlp.train.lora import apply_lora, merged_student
 from wvlp.train.options import add_arguments
-from wvlp.train.presets import PACKAGED_LANGUAGE_MODELS, TINY_TEXT
+from wvlp.train.presets import TINY_TEXT, is_machine_path, language_model_folder, stable_language_model_id
 from wvlp.train.run_folder import open_run_folder, write_run_folder
 from wvlp.train.trainer import WVLPTrainer
 
@@ -47,16 +47,6 @@ IMAGE_COLUMNS = {"image", "label", "image_id"}
 def language_model_name(values: dict) -> str | None:
     """`model.config.language_model_id` as the run config gives it (`language_model_path`, its older name, too)."""
     return values.get("language_model_id", values.get("language_model_path"))
-
-
-def stable_language_model_id(name: str | None) -> str | None:
-    """What a saved config records for the LM the run config names: the Hub id of a packaged LM (`smollm2`), None for
-    a local folder (a machine path names nothing on another machine: attach the LM when reloading), else the name."""
-    if name in PACKAGED_LANGUAGE_MODELS:
-        return PACKAGED_LANGUAGE_MODELS[name]
-    if name is None or Path(name).expanduser().is_absolute() or Path(name).exists():
-        return None
-    return name
 
 
 def build_model_and_processor(args: ModelArgs) -> tuple[WVLPForPreTraining, WVLPProcessor]:
@@ -109,16 +99,6 @@ def build_model_and_processor(args: ModelArgs) -> tuple[WVLPForPreTraining, WVLP
     raise ValueError(f"model.init={args.init!r}: expected default, tiny, pretrained or paper")
 
 
-def language_model_folder(name: str) -> str:
-    """Where the bridge's frozen LM is loaded from at run time: the packaged files for a packaged LM (by run-config name
-    or Hub id), else `name` itself (a local transformers folder, or a Hub id for transformers to fetch)."""
-    if name in PACKAGED_LANGUAGE_MODELS or name in PACKAGED_LANGUAGE_MODELS.values():
-        from wvlp.train.pformer_run import smollm2_folder
-
-        return str(smollm2_folder())
-    return name
-
-
 def attach_frozen_modules(model: WVLPForPreTraining, args: ModelArgs) -> object | None:
     """The frozen LM (and P-Former) that the image-to-prompt bridge's losses read; returns the LM's tokenizer.
 
@@ -132,7 +112,7 @@ def attach_frozen_modules(model: WVLPForPreTraining, args: ModelArgs) -> object 
     if not config.prompt_bridge:
         return None
     name = language_model_name(args.config) or config.language_model_id
-    local = name is not None and (Path(name).expanduser().is_absolute() or Path(name).exists())
+    local = name is not None and is_machine_path(name)
     if not name or (local and not Path(name, "config.json").is_file()):
         raise FileNotFoundError(
             f"model.config.language_model_id={name!r}: prompt_bridge needs the frozen LM: 'smollm2' for the "
@@ -311,5 +291,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     from wvlp.common.errors import run_command
+    from wvlp.train import run  # the installed module: its frames carry the `wvlp.*` name user errors are told by
 
-    run_command("train/run.py", main)
+    run_command("train/run.py", run.main)
