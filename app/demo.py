@@ -11,6 +11,8 @@ Every stage is the public entry point a user would call (`run_describe`, `wvlp.t
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,8 +22,9 @@ from typing import Any
 
 DESCRIBE_CONFIG = Path(str(files("wvlp.data") / "configs" / "fashion-mnist.yaml"))
 TRAIN_CONFIG = Path(str(files("wvlp.train") / "configs" / "fashion-mnist.yaml"))
-# The Space is not an installed package: the demo stages it from the checkout it runs in.
+# The Space and the benchmarks are not installed: the demo runs them from the checkout it runs in.
 SPACE_DIR = Path(__file__).resolve().parents[1] / "spaces_demo"
+MODEL_STEP_BENCH = Path(__file__).resolve().parents[1] / "bench" / "model_step.py"
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class DemoScale:
     retrieval_images: int = 1000  # gallery of class-level retrieval (ITM re-ranks each query's top-k)
     probe_train: int = 10_000
     itm_k: int = 16
+    compute_steps: int = 3  # timed steps of bench/model_step.py's compute table (0: no table)
 
 
 SCALES = {
@@ -47,6 +51,8 @@ SCALES = {
         },
         train=(
             "training.max_steps=40",
+            "run.locked_text_steps=30",
+            "run.zero_shot_every=30",
             "run.alpha_warmup_steps=15",
             "model.config.queue_size=256",
             "data.max_eval_samples=500",
@@ -55,6 +61,7 @@ SCALES = {
         retrieval_images=300,
         probe_train=2000,
         itm_k=8,
+        compute_steps=0,
     ),
 }
 
@@ -91,6 +98,26 @@ def run_demo(output: str | Path = "out/fashion-mnist", scale: str = "full", org:
     train_config = load_config(TRAIN_CONFIG, overrides)
     remove_dir(run_dir, RUN, "the demo's run folder")  # a demo run starts afresh; `wvlp train --resume` continues one
     metrics = _timed("pre-train (fashion-mnist.yaml)", timings, lambda: train(train_config))
+
+    compute_md = out / "compute.md"
+    if plan.compute_steps:
+        _timed(
+            "compute: FLOPs per image by loss term, GFLOP/s and MFU (bench/model_step.py)",
+            timings,
+            lambda: subprocess.run(
+                [
+                    sys.executable,
+                    str(MODEL_STEP_BENCH),
+                    "--config",
+                    str(TRAIN_CONFIG),
+                    "--steps",
+                    str(plan.compute_steps),
+                    "--markdown",
+                    str(compute_md),
+                ],
+                check=True,
+            ),
+        )
 
     model_dir = run_dir / "model"
     zero_shot_json, retrieval_json = eval_dir / "zero_shot.json", eval_dir / "retrieval.json"
@@ -134,6 +161,7 @@ def run_demo(output: str | Path = "out/fashion-mnist", scale: str = "full", org:
         timings,
         scale=scale,
         release_dir=release_dir,
+        compute_md=compute_md if plan.compute_steps else None,
     )
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -47,6 +47,7 @@ RUN = FolderKind(
         "model",
         "language_model",
         "plots",
+        "text-cache",
         "metrics.json",
         "trainer_state.json",
         ".staging",

@@ -16,6 +16,8 @@ logger = logging.get_logger(__name__)
 # The pre-training loss terms, in the order WVLPForPreTraining sums them: each has a `<term>_loss_weight` in
 # WVLPPreTrainingConfig and a `<term>_loss` field in WVLPPreTrainingOutput (README.md, "Pre-training objective").
 LOSS_TERMS = ("itc", "itm", "mlm", "imc", "knowledge", "generation", "pformer_alignment")
+# The terms a locked-text step computes (cached pooled text, no text tokens): the others read the text tower's states.
+LOCKED_TEXT_TERMS = ("itc", "imc", "knowledge")
 
 # (width multiplier, depth multiplier, native resolution, dropout) of each EfficientNet-Lite variant.
 EFFICIENTNET_LITE_VARIANTS = {
@@ -180,6 +182,10 @@ class WVLPPreTrainingConfig(PreTrainedConfig):
         pformer_alignment_loss_weight (`float | int`, *optional*, defaults to 0.0):
             Weight of the MSE between the bridge's image prompts and a frozen P-Former's prompts of the paired
             description (P-Former stage 2; needs `WVLPConfig.prompt_bridge`).
+        fusion_batch_size (`int`, *optional*, defaults to 0):
+            ITM and MLM, the terms that run the fusion layers, read only the first `fusion_batch_size` pairs of each
+            process's batch (their hard negatives are still drawn from the whole batch's sub-batches); 0: all pairs.
+            A cheaper full step: the contrastive terms keep the whole batch.
 
     A term with weight 0 is skipped entirely.
     """
@@ -203,6 +209,7 @@ class WVLPPreTrainingConfig(PreTrainedConfig):
     knowledge_loss_weight: float | int = 0.5
     generation_loss_weight: float | int = 0.0
     pformer_alignment_loss_weight: float | int = 0.0
+    fusion_batch_size: int = 0
 
     def __post_init__(self, **kwargs):
         if not 0.0 <= self.momentum < 1.0:
@@ -213,6 +220,8 @@ class WVLPPreTrainingConfig(PreTrainedConfig):
             raise ValueError(f"frozen_teacher_weight={self.frozen_teacher_weight} must be in [0, 1]")
         if self.queue_size < 0:
             raise ValueError(f"queue_size={self.queue_size} must be >= 0")
+        if self.fusion_batch_size < 0:
+            raise ValueError(f"fusion_batch_size={self.fusion_batch_size} must be >= 0 (0: the whole batch)")
         for name in LOSS_TERMS:
             if getattr(self, f"{name}_loss_weight") < 0:
                 raise ValueError(f"{name}_loss_weight must be >= 0")

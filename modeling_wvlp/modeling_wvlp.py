@@ -16,7 +16,13 @@ from transformers import AutoModel, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
-from .configuration_wvlp import LOSS_TERMS, WVLPConfig, WVLPEfficientNetLiteConfig, WVLPPreTrainingConfig
+from .configuration_wvlp import (
+    LOCKED_TEXT_TERMS,
+    LOSS_TERMS,
+    WVLPConfig,
+    WVLPEfficientNetLiteConfig,
+    WVLPPreTrainingConfig,
+)
 from .losses import (
     clip_loss,
     contrastive_loss,
@@ -280,7 +286,7 @@ class WVLPModel(WVLPPreTrainedModel):
         ```
         """
         output = self.text_model.encode(input_ids, attention_mask)
-        output.pooler_output = F.normalize(self.text_proj(output.pooler_output), dim=-1)
+        output.pooler_output = _project(self, output.pooler_output)
         return output
 
     def get_image_prompts(
@@ -529,13 +535,20 @@ class WVLPForPreTraining(WVLPPreTrainedModel):
 
     @torch.no_grad()
     def momentum_update(
-        self, student_state: dict[str, torch.Tensor] | None = None, *, momentum: float | None = None
+        self,
+        student_state: dict[str, torch.Tensor] | None = None,
+        *,
+        momentum: float | None = None,
+        skip: tuple[str, ...] = (),
     ) -> None:
         """EMA step teacher <- m * teacher + (1 - m) * student; call once per optimiser step.
 
         `student_state` holds the student's effective weights under plain `WVLPModel` names (by default its
         `state_dict()`); with adapters injected, pass the merged ones (`wvlp.train.lora.merged_state_dict`), so the
         teacher follows what the student actually computes. `momentum` defaults to `pretraining_config.momentum`.
+        Parameters whose names start with a prefix in `skip` are left as they are: after a locked-text step
+        (`skip=("text_model.",)`) the teacher's text tower stays bit-identical to the frozen student's, which is
+        what lets the cached pooled text stand for both.
         """
         m = self.config.pretraining_config.momentum if momentum is None else momentum
         student = self.wvlp.state_dict() if student_state is None else student_state
@@ -546,7 +559,8 @@ class WVLPForPreTraining(WVLPPreTrainedModel):
                 "PEFT adapters injected pass wvlp.train.lora.merged_state_dict(model)"
             )
         for name, teacher in self.teacher.named_parameters():
-            teacher.mul_(m).add_(student[name].detach(), alpha=1 - m)
+            if not name.startswith(skip):
+                teacher.mul_(m).add_(student[name].detach(), alpha=1 - m)
         for name, teacher in self.teacher.named_buffers():  # BatchNorm statistics are copied
             teacher.copy_(student[name])
 
@@ -592,15 +606,18 @@ class WVLPForPreTraining(WVLPPreTrainedModel):
         self,
         mlm_input_ids: torch.Tensor | None,
         pixel_values_aug: torch.Tensor | None,
-        knowledge_input_ids: torch.Tensor | None,
+        knowledge: torch.Tensor | None,
         lm_input_ids: torch.Tensor | None,
+        locked_text: bool,
     ) -> dict[str, float]:
-        """Each term's weight, 0 for the terms whose inputs this batch lacks."""
+        """Each term's weight, 0 for the terms whose inputs this batch lacks (and, locked text, that read text tokens)."""
         weights = {term: self.config.pretraining_config.loss_weight(term) for term in LOSS_TERMS}
-        if knowledge_input_ids is None:
+        if knowledge is None:
             weights["knowledge"] = 0.0
         if pixel_values_aug is None:
             weights["imc"] = 0.0
+        if locked_text:
+            return {term: weight if term in LOCKED_TEXT_TERMS else 0.0 for term, weight in weights.items()}
         if mlm_input_ids is None:
             weights["mlm"] = 0.0
         if lm_input_ids is None and weights["generation"] > 0:
@@ -620,9 +637,9 @@ class WVLPForPreTraining(WVLPPreTrainedModel):
     def forward(
         self,
         pixel_values: torch.Tensor,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        category_ids: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        category_ids: torch.Tensor | None = None,
         mlm_input_ids: torch.Tensor | None = None,
         mlm_labels: torch.Tensor | None = None,
         pixel_values_aug: torch.Tensor | None = None,
@@ -633,6 +650,8 @@ class WVLPForPreTraining(WVLPPreTrainedModel):
         alpha: float | None = None,
         lm_input_ids: torch.Tensor | None = None,
         lm_attention_mask: torch.Tensor | None = None,
+        text_pooler_output: torch.Tensor | None = None,
+        knowledge_pooler_output: torch.Tensor | None = None,
     ) -> WVLPPreTrainingOutput:
         r"""
         All pre-training losses of one batch (README.md, "Pre-training objective"); terms with weight 0 are skipped.
@@ -656,13 +675,33 @@ class WVLPForPreTraining(WVLPPreTrainedModel):
             lm_input_ids, lm_attention_mask (`torch.LongTensor`, *optional*): the descriptions in the frozen LM's
                 tokens (right-padded), for `generation_loss`; `pformer_alignment_loss` reads `input_ids` with the
                 attached P-Former.
+            text_pooler_output (`torch.FloatTensor` of shape `(batch_size, text_hidden_size)`, *optional*): the
+                locked-text step: the frozen text tower's pooled output of each description (cached once by
+                `wvlp.train.text_cache`) instead of `input_ids`. The text tower does not run; the projections, the
+                temperature and the image tower train, and only the terms that need no text tokens are computed
+                (ITC, IMC, knowledge), with the same teacher, queue and targets.
+            knowledge_pooler_output (`torch.FloatTensor` of shape `(batch_size, k, text_hidden_size)`, *optional*):
+                the same for the retrieved knowledge sentences, instead of `knowledge_input_ids`.
         """
-        weights = self._active_weights(mlm_input_ids, pixel_values_aug, knowledge_input_ids, lm_input_ids)
+        locked = text_pooler_output is not None
+        if category_ids is None or (input_ids is None) != locked:
+            raise ValueError(
+                "WVLPForPreTraining needs category_ids and exactly one of input_ids (the full step) or "
+                "text_pooler_output (the locked-text step)"
+            )
+        knowledge = knowledge_pooler_output if locked else knowledge_input_ids
+        weights = self._active_weights(mlm_input_ids, pixel_values_aug, knowledge, lm_input_ids, locked)
         alpha, temperature = self._alpha(alpha), self.wvlp.temperature()
         vision = self.wvlp.get_image_features(pixel_values)
-        text = self.wvlp.get_text_features(input_ids, attention_mask)
-        image_embeds, text_embeds = vision.pooler_output, text.pooler_output
-        teacher = self._momentum_features(pixel_values, input_ids, attention_mask, category_ids)  # gathered + queue
+        if locked:
+            text, text_embeds = None, _project(self.wvlp, text_pooler_output)
+        else:
+            text = self.wvlp.get_text_features(input_ids, attention_mask)
+            text_embeds = text.pooler_output
+        image_embeds = vision.pooler_output
+        teacher = self._momentum_features(  # gathered + queue
+            pixel_values, input_ids, attention_mask, category_ids, text_pooler_output=text_pooler_output
+        )
         targets = self._contrastive_targets(teacher, category_ids, teacher_targets)
         contrast = dict(targets=targets, temperature=temperature, alpha=alpha)
 
@@ -672,14 +711,33 @@ class WVLPForPreTraining(WVLPPreTrainedModel):
         if weights["imc"] > 0:
             terms["imc"] = self._imc_loss(image_embeds, text_embeds, pixel_values_aug, teacher, **contrast)
         if weights["knowledge"] > 0:
-            knowledge = (knowledge_input_ids, knowledge_attention_mask, knowledge_valid)
-            terms["knowledge"] = self._knowledge_loss(
-                image_embeds, teacher, category_ids, *knowledge, temperature, alpha
+            knowledge_embeds, knowledge_embeds_teacher = self._knowledge_embeddings(
+                knowledge_input_ids, knowledge_attention_mask, knowledge_pooler_output
             )
+            terms["knowledge"] = self._knowledge_loss(
+                image_embeds,
+                teacher,
+                category_ids,
+                knowledge_embeds,
+                knowledge_embeds_teacher,
+                knowledge_valid,
+                temperature,
+                alpha,
+            )
+        n = self.config.pretraining_config.fusion_batch_size or None  # the sub-batch the fusion layers read
         if weights["itm"] > 0:
-            terms["itm"], itm_logits = self._itm_loss(vision, text, attention_mask, category_ids)
+            terms["itm"], itm_logits = self._itm_loss(
+                _rows(vision, n), _rows(text, n), attention_mask[:n], category_ids[:n]
+            )
         if weights["mlm"] > 0:
-            terms["mlm"] = self._mlm_loss(mlm_input_ids, attention_mask, mlm_labels, vision, teacher.vision, alpha)
+            terms["mlm"] = self._mlm_loss(
+                mlm_input_ids[:n],
+                attention_mask[:n],
+                mlm_labels[:n],
+                _rows(vision, n),
+                _rows(teacher.vision, n),
+                alpha,
+            )
         if weights["generation"] > 0 or weights["pformer_alignment"] > 0:
             prompt_inputs = (input_ids, attention_mask, lm_input_ids, lm_attention_mask)
             terms.update(self._prompt_losses(vision.last_hidden_state, *prompt_inputs, weights))
@@ -697,14 +755,23 @@ class WVLPForPreTraining(WVLPPreTrainedModel):
     def _momentum_features(
         self,
         pixel_values: torch.Tensor,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
         category_ids: torch.Tensor,
+        *,
+        text_pooler_output: torch.Tensor | None = None,
     ) -> WVLPMomentumFeatures:
-        """The teacher's embeddings of the batch, gathered from every process, then the queue: the contrastive columns."""
+        """The teacher's embeddings of the batch, gathered from every process, then the queue: the contrastive columns.
+
+        In the locked-text step the teacher's text tower equals the frozen student's (the EMA skips it), so the
+        cached pooled output goes through the teacher's own projection.
+        """
         vision = self.teacher.get_image_features(pixel_values)
         image_embeds_teacher = vision.pooler_output
-        text_embeds_teacher = self.teacher.get_text_features(input_ids, attention_mask).pooler_output
+        if text_pooler_output is not None:
+            text_embeds_teacher = _project(self.teacher, text_pooler_output)
+        else:
+            text_embeds_teacher = self.teacher.get_text_features(input_ids, attention_mask).pooler_output
         image_embeds_teacher_global = gather_features(image_embeds_teacher)
         text_embeds_teacher_global = gather_features(text_embeds_teacher)
         category_ids_global = gather_features(category_ids)
@@ -846,32 +913,50 @@ class WVLPForPreTraining(WVLPPreTrainedModel):
             terms["pformer_alignment"] = F.mse_loss(prompts.float(), reference.float())
         return terms
 
+    def _knowledge_embeddings(
+        self,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        pooler_output: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B * k, D) student and teacher embeddings of the knowledge sentences: from their tokens, or (locked text)
+        from the frozen tower's cached pooled output."""
+        if pooler_output is not None:
+            flat = pooler_output.reshape(-1, pooler_output.shape[-1])
+            with torch.no_grad():
+                teacher = _project(self.teacher, flat)
+            return _project(self.wvlp, flat), teacher
+        flat_ids, flat_mask = (
+            input_ids.reshape(-1, input_ids.shape[-1]),
+            attention_mask.reshape(-1, input_ids.shape[-1]),
+        )
+        with torch.no_grad():
+            teacher = self.teacher.get_text_features(flat_ids, flat_mask).pooler_output
+        return self.wvlp.get_text_features(flat_ids, flat_mask).pooler_output, teacher
+
     def _knowledge_loss(
         self,
         image_embeds: torch.Tensor,
         teacher: WVLPMomentumFeatures,
         category_ids: torch.Tensor,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
+        knowledge_embeds: torch.Tensor,
+        knowledge_embeds_teacher: torch.Tensor,
         valid: torch.Tensor | None,
         temperature: torch.Tensor,
         alpha: float,
     ) -> torch.Tensor:
         """Retrieved corpus sentences as extra positives of their description's image (and category), both directions.
 
-        The knowledge-to-image direction reuses ITC's teacher image columns (gathered embeddings + queue) and mask.
+        `knowledge_embeds` (B * k, D) are the student's embeddings of each image's k sentences (row-major), the
+        teacher's likewise. The knowledge-to-image direction reuses ITC's teacher image columns (gathered embeddings +
+        queue) and mask.
         """
-        batch, k, length = input_ids.shape
-        valid = torch.ones(batch, k, dtype=torch.bool, device=input_ids.device) if valid is None else valid.bool()
-        flat_ids, flat_mask, flat_valid = (
-            input_ids.reshape(-1, length),
-            attention_mask.reshape(-1, length),
-            valid.reshape(-1),
-        )
+        batch = category_ids.shape[0]
+        k = knowledge_embeds.shape[0] // batch
+        valid = torch.ones(batch, k, dtype=torch.bool, device=category_ids.device) if valid is None else valid.bool()
+        flat_valid = valid.reshape(-1)
         knowledge_categories = category_ids.repeat_interleave(k)
-        knowledge_embeds = self.wvlp.get_text_features(flat_ids, flat_mask).pooler_output
         with torch.no_grad():
-            knowledge_embeds_teacher = self.teacher.get_text_features(flat_ids, flat_mask).pooler_output
             knowledge_embeds_teacher_global = gather_features(knowledge_embeds_teacher)
             knowledge_valid_global = gather_features(flat_valid)
             knowledge_categories_global = gather_features(knowledge_categories)
@@ -959,6 +1044,16 @@ class WVLPForPreTraining(WVLPPreTrainedModel):
                 )
                 teacher_logits = self.teacher.mlm_head(teacher_hidden[masked])
         return mlm_loss(logits, mlm_labels[masked], teacher_logits=teacher_logits, alpha=alpha)
+
+
+def _rows(output: ModelOutput, n: int | None) -> ModelOutput:
+    """The same tower output restricted to its first `n` rows (all when None)."""
+    return output if n is None else type(output)(**{k: v[:n] for k, v in output.items()})
+
+
+def _project(model: WVLPModel, text_pooler_output: torch.Tensor) -> torch.Tensor:
+    """The L2-normalised embedding `get_text_features` makes of a text tower's pooled output."""
+    return F.normalize(model.text_proj(text_pooler_output), dim=-1)
 
 
 __all__ = [

@@ -75,8 +75,12 @@ def write_report(
     timings: dict[str, float],
     scale: str,
     release_dir: Path | None = None,
+    compute_md: Path | None = None,
 ) -> dict:
-    """Writes `report.md` and its PNGs, prints the summary table, and returns the summary."""
+    """Writes `report.md` and its PNGs, prints the summary table, and returns the summary.
+
+    `compute_md` is the markdown `bench/model_step.py --markdown` wrote for the run's config (the Compute section).
+    """
     report_dir.mkdir(parents=True, exist_ok=True)
     evals = [json.loads(Path(p).read_text()) for p in eval_jsons]
     figures = []
@@ -110,6 +114,14 @@ def write_report(
             "query's class.",
             "## Results\n\n" + table,
             "## Time per stage\n\n" + timing_table,
+            *(
+                [
+                    "## Compute (bench/model_step.py, random weights, the run's sizes)\n\n"
+                    + compute_md.read_text().strip()
+                ]
+                if compute_md is not None
+                else []
+            ),
             "## Reproduce\n\n    wvlp demo"
             + (" --scale ci" if scale != "full" else "")
             + "\n\nEvaluation commands:\n\n"

@@ -1,5 +1,6 @@
 """Run under torchrun (gloo, CPU): each process takes its slice of one global batch, runs two pre-training steps'
-forward/backward, and rank 0 writes the process-mean losses and gradients for tests/test_distributed.py."""
+forward/backward, full and locked-text, and rank 0 writes the process-mean losses and gradients for
+tests/test_distributed.py."""
 
 import sys
 
@@ -8,7 +9,7 @@ import torch.distributed as dist
 
 from wvlp.modeling import WVLPConfig, WVLPForPreTraining
 
-from tests.helpers import VIT, tiny_batch, tiny_config_kwargs
+from tests.helpers import VIT, locked_text_batch, tiny_batch, tiny_config_kwargs
 
 GLOBAL_BATCH = 8
 
@@ -36,13 +37,19 @@ def run_steps(model: WVLPForPreTraining, batch: dict, local: slice) -> list[dict
     return results
 
 
+def global_batches() -> dict[str, dict]:
+    """The global batch of a full step and of a locked-text step (cached pooled text instead of tokens)."""
+    batch = tiny_batch(GLOBAL_BATCH, seed=3)
+    return {"full": batch, "locked-text": locked_text_batch(batch, seed=4)}
+
+
 def main() -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
-    batch = tiny_batch(GLOBAL_BATCH, seed=3)
     per = GLOBAL_BATCH // world
-    results = run_steps(build_model(), batch, slice(rank * per, (rank + 1) * per))
-    for result in results:  # what DDP does: average gradients (and we average the reported losses)
+    local = slice(rank * per, (rank + 1) * per)
+    results = {kind: run_steps(build_model(), batch, local) for kind, batch in global_batches().items()}
+    for result in results["full"] + results["locked-text"]:  # what DDP does: average gradients (and the losses)
         for tensor in list(result["losses"].values()) + list(result["grads"].values()):
             dist.all_reduce(tensor)
             tensor /= world

@@ -75,6 +75,20 @@ def tiny_batch(batch_size: int = 6, length: int = 8, seed: int = 0, knowledge: i
     return batch
 
 
+def locked_text_batch(batch: dict, seed: int = 0) -> dict:
+    """`batch` as a locked-text step's inputs: random pooled text (as the text-embedding cache gives) for its tokens."""
+    g = torch.Generator().manual_seed(seed)
+    batch_size, hidden = batch["pixel_values"].shape[0], TINY_TEXT["hidden_size"]
+    locked = {
+        k: batch[k] for k in ("pixel_values", "category_ids", "pixel_values_aug", "knowledge_valid") if k in batch
+    }
+    locked["text_pooler_output"] = torch.randn(batch_size, hidden, generator=g)
+    if "knowledge_valid" in batch:
+        k = batch["knowledge_valid"].shape[1]
+        locked["knowledge_pooler_output"] = torch.randn(batch_size, k, hidden, generator=g)
+    return locked
+
+
 TINY_LM = {**TINY_LM_PRESET, "vocab_size": 120, "max_position_embeddings": 128}
 
 

@@ -38,6 +38,10 @@ def test_parts_partition_the_step_and_itc_only_counts_less(bench):
     # The plain step shares the towers' cost exactly and has nothing else but its in-batch loss.
     assert {path for path, _ in itc.parts} == {("student image tower",), ("student text tower",), ("ITC",)}
     assert itc.part(("student text tower",), "forward") == full.part(("student text tower",), "forward")
+    # The locked-text step runs no text tower: less than the full step, and more than its image tower alone.
+    with bench.flop_counter_mode() as locked:
+        steps["locked"]()
+    assert full.part(("student image tower",)) < locked.get_total_flops() < full.total
     table = bench.flops_table(full, itc, batch_size=6)
     assert "ITM: fusion layers" in table and "**whole step**" in table
 

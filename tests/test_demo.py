@@ -42,7 +42,11 @@ def test_training_lifts_zero_shot_by_20_points(demo_dir):
     print(f"zero-shot top-1 before {before:.3f}, after {after:.3f}")
     assert after - before >= 0.20
     state = json.loads((out / "run" / "trainer_state.json").read_text())
-    assert state["global_step"] == 40  # the CI budget of fashion-mnist.yaml
+    assert state["global_step"] == 40  # the CI budget of fashion-mnist.yaml: 30 locked-text steps, then 10 full
+    history = state["log_history"]
+    assert [e["phase"] for e in history if "eval_zero_shot_top1" in e] == ["locked-text", "full"]
+    assert min(e["step"] for e in history if "itm_loss" in e) > 30, "ITM only in the full steps"
+    assert len(list((out / "run" / "text-cache").iterdir())) == 1
 
 
 def test_corpus_is_real_llm_output(demo_dir):
@@ -65,6 +69,7 @@ def test_evaluation_and_report(demo_dir):
     ranking = retrieval["metrics"]["retrieval"]
     assert set(ranking) >= {"itc", "itm"} and ranking["itm_k"] == 8
     report = (out / "report" / "report.md").read_text()
+    assert report.index("zero_shot_curve.png") < report.index("loss_")  # the learning curve leads the figures
     for png in ("confusion", "retrieval_examples", "loss_"):
         assert any(png in p.name for p in (out / "report").glob("*.png")), png
     for name in ("zero-shot top-1", "linear probe", "text->image R@1/5/10"):

@@ -150,8 +150,16 @@ def test_torchrun_two_processes_equal_one_process(corpus, tmp_path):
 
 
 @pytest.mark.slow  # a fresh interpreter
-def test_kill_and_resume_continues_exactly(corpus, tmp_path):
-    common = ["training.max_steps=20", "training.logging_steps=1", "training.save_steps=10"]
+# Killed at step 10: of a full run; in the full phase after 5 locked-text steps; in the locked-text phase, the
+# resumed run then crossing into the full phase at step 15.
+@pytest.mark.parametrize("locked_text_steps", [0, 5, 15])
+def test_kill_and_resume_continues_exactly(corpus, tmp_path, locked_text_steps):
+    common = [
+        "training.max_steps=20",
+        "training.logging_steps=1",
+        "training.save_steps=10",
+        f"run.locked_text_steps={locked_text_steps}",
+    ]
     full = tmp_path / "full"
     main(run_args(corpus, full, *common))
     killed = tmp_path / "killed"
@@ -167,6 +175,29 @@ def test_kill_and_resume_continues_exactly(corpus, tmp_path):
     expected, resumed = logged_losses(full), logged_losses(killed)
     for step in range(11, 21):
         assert resumed[step] == pytest.approx(expected[step], abs=1e-6), step
+    if locked_text_steps:
+        history = json.loads((killed / "trainer_state.json").read_text())["log_history"]
+        with_mlm = sorted(e["step"] for e in history if "mlm_loss" in e)
+        assert with_mlm[0] == locked_text_steps + 1, "the full phase starts after the locked-text steps"
+
+
+def test_locked_text_run_keeps_the_text_tower_and_reuses_its_cache_on_resume(corpus, tmp_path):
+    out = tmp_path / "run"
+    common = ["training.max_steps=10", "training.save_steps=5", "run.locked_text_steps=10", "run.zero_shot_every=5"]
+    main(run_args(corpus, out, *common))
+    (cache,) = (out / "text-cache").iterdir()
+    set_seed(0)
+    initial = build_model_and_processor(load_config(TINY, [f"data.path={corpus}"]).model)[0].wvlp.state_dict()
+    trained = load_file(str(out / "model" / "model.safetensors"))
+    text = [k for k in trained if k.startswith("text_model.")]
+    assert text and all(torch.equal(trained[k], initial[k]) for k in text)
+    assert not torch.equal(trained["text_proj.weight"], initial["text_proj.weight"])
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    assert [e["phase"] for e in history if "eval_zero_shot_top1" in e] == ["locked-text", "locked-text"]
+    assert not [e for e in history if "itm_loss" in e or "mlm_loss" in e]
+    written = cache.stat().st_mtime_ns
+    main(run_args(corpus, out, *common, "training.max_steps=12") + ["--resume", str(out / "checkpoint-5")])
+    assert [p.name for p in (out / "text-cache").iterdir()] == [cache.name] and cache.stat().st_mtime_ns == written
 
 
 def test_gradient_accumulation_is_the_mean_of_micro_batch_gradients(corpus, tmp_path):
@@ -285,3 +316,33 @@ def test_learning_curve_marks_each_phase_change(tmp_path):
     assert [e["step"] for e in phase_changes(history)] == [4] and phase_changes(history[:3]) == []
     path = plot_zero_shot_curves(history, tmp_path)
     assert path == tmp_path / "zero_shot_curve.png" and path.stat().st_size > 0
+
+
+def test_time_budget_stops_training_and_the_curve_reads_the_held_out_validation_images(corpus, tmp_path):
+    out = tmp_path / "budget"
+    extra = (
+        "training.max_steps=100000",
+        "run.max_train_seconds=3",
+        "run.zero_shot_every=3",
+        "data.validation_size=12",
+    )
+    main(run_args(corpus, out, *extra))
+    state = json.loads((out / "trainer_state.json").read_text())
+    points = [e for e in state["log_history"] if "eval_zero_shot_top1" in e]
+    assert 1 <= state["global_step"] < 100000 and points[-1]["step"] == state["global_step"]
+    assert points[-1]["train_seconds"] >= 3 and all(p["train_seconds"] < 3 for p in points[:-1])
+    # 12 validation images: every accuracy is a whole number of twelfths.
+    assert all(abs(p["eval_zero_shot_top1"] * 12 - round(p["eval_zero_shot_top1"] * 12)) < 1e-5 for p in points)
+    with pytest.raises(ValueError, match="data.validation_size=1000: the train split has only"):
+        main(run_args(corpus, tmp_path / "too-many", "data.validation_size=1000"))
+
+
+def test_max_length_zero_is_the_corpus_token_length_quantile(processor):
+    from wvlp.train.run import corpus_max_length
+
+    texts = [" ".join(["shoe"] * n) for n in range(1, 21)]  # 1..20 words: 3..22 tokens with [CLS] and [SEP]
+    lengths = sorted(len(ids) for ids in processor.tokenizer(texts)["input_ids"])
+    assert lengths == list(range(3, 23))
+    assert corpus_max_length(processor.tokenizer, texts, quantile=0.5, multiple=1) == 13  # numpy's linear median
+    assert corpus_max_length(processor.tokenizer, texts) == 24  # p95 = 21.05 -> the next multiple of 8
+    assert corpus_max_length(processor.tokenizer, texts[:5], multiple=8) == 8

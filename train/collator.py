@@ -2,8 +2,8 @@
 
 Each image is paired with one description sampled from its category's pool; the batch also carries the MLM-masked
 text, the retrieved knowledge sentences of the sampled descriptions, the frozen-teacher soft targets built from
-their stored teacher embeddings (so no teacher runs during training) and, for the image-to-prompt bridge, the
-descriptions in the frozen LM's tokens.
+their stored teacher embeddings (so no teacher runs during training), for the image-to-prompt bridge the
+descriptions in the frozen LM's tokens and, for the locked-text phase, the pool rows of the texts (`text_indices`).
 
 Randomness is drawn per row from (seed, epoch, image id): a batch is a pure function of its rows, the seed and the
 epoch, independent of batch composition, worker or process — which keeps resumed and distributed runs identical.
@@ -47,6 +47,11 @@ class DescriptionPool:
             norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
             self.teacher_embeddings = embeddings / np.clip(norms, 1e-12, None)
         self.rows_of = {int(label): np.flatnonzero(self.labels == label) for label in np.unique(self.labels)}
+        # The distinct knowledge sentences and, per description, the indices of its retrieved ones: the rows of the
+        # locked-text cache (`wvlp.train.text_cache`), each embedded once however many descriptions retrieve it.
+        self.knowledge_sentences = sorted({sentence for retrieved in self.knowledge for sentence in retrieved})
+        position = {sentence: i for i, sentence in enumerate(self.knowledge_sentences)}
+        self.knowledge_ids = [[position[sentence] for sentence in retrieved] for retrieved in self.knowledge]
 
     @classmethod
     def from_dataset(cls, descriptions: Any) -> "DescriptionPool":
@@ -174,6 +179,7 @@ class DistillationCollator:
         teacher_temperature: float | None = None,
         lm_tokenizer: Any = None,
         lm_max_length: int = 48,
+        text_indices: bool = False,
     ):
         self.processor = processor
         self.pool = pool
@@ -187,6 +193,7 @@ class DistillationCollator:
         self.augmented_view = augmented_view
         self.teacher_temperature = teacher_temperature if pool.teacher_embeddings is not None else None
         self.lm_tokenizer, self.lm_max_length = lm_tokenizer, lm_max_length  # generation_loss: the frozen LM's tokens
+        self.text_indices = text_indices  # + the pool rows of the texts, which the locked-text step looks up
         tokenizer = processor.tokenizer
         if tokenizer.mask_token_id is None:
             raise ValueError("the tokenizer has no [MASK] token: MLM needs one")
@@ -253,6 +260,11 @@ class DistillationCollator:
             batch["knowledge_input_ids"] = tokens["input_ids"].view(len(rows), k, -1)
             batch["knowledge_attention_mask"] = tokens["attention_mask"].view(len(rows), k, -1)
             batch["knowledge_valid"] = torch.tensor(valid, dtype=torch.bool)
+            if self.text_indices:
+                ids = [(self.pool.knowledge_ids[i][:k] + [-1] * k)[:k] for i in picks]
+                batch["knowledge_index"] = torch.tensor(ids, dtype=torch.long)
+        if self.text_indices:
+            batch["description_index"] = torch.tensor(picks, dtype=torch.long)
 
         if self.teacher_temperature:
             embeddings = torch.from_numpy(self.pool.teacher_embeddings[picks])

@@ -37,6 +37,8 @@ class DataArgs:
     path: str = ""
     train_split: str = "train"
     eval_split: str = "test"
+    # Token lengths of the descriptions and the knowledge sentences; 0: from the corpus, the 95th percentile of its
+    # token lengths rounded up to a multiple of 8 (`wvlp.train.run.corpus_max_length`).
     max_length: int = 32
     knowledge_max_length: int = 32
     lm_max_length: int = 48  # descriptions in the frozen LM's tokens (generation_loss of the prompt bridge)
@@ -47,14 +49,22 @@ class DataArgs:
     holdout_classes: list[int | str] = field(default_factory=list)  # unseen-class protocol: never trained on
     prompt_ids: list[str] = field(default_factory=list)  # train on these prompt templates' descriptions only (all: [])
     max_train_samples: int | None = None
+    # Hold the last N training images out as the validation set that the in-training zero-shot curve reads instead
+    # of eval_split (choosing a schedule on the curve then never looks at the test split); 0: read eval_split.
+    validation_size: int = 0
     max_eval_samples: int | None = 1000
 
 
 @dataclass
 class RunArgs:
-    """Trainer extras: alpha warm-up and periodic zero-shot evaluation."""
+    """Trainer extras: alpha warm-up, the locked-text phase and periodic zero-shot evaluation."""
 
     alpha_warmup_steps: int = 0
+    # The first N optimiser steps are locked-text steps (text tower frozen, its pooled text cached; image tower,
+    # projections and temperature train on ITC/IMC/knowledge), the rest full steps; max_steps for all locked.
+    locked_text_steps: int = 0
+    locked_text_projection: bool = False  # the locked-text steps also freeze the text projection: the whole text side
+    max_train_seconds: float = 0.0  # stop once training wall-clock (evaluations excluded) passes this; 0: off
     zero_shot_every: int = 0
     zero_shot_templates: list[str] = field(default_factory=lambda: ["a photo of a {}."])
 
@@ -115,16 +125,19 @@ RULES: dict[str, Rule] = {
     "model.kind": one_of("wvlp", "pformer"),
     "model.init": one_of("default", "tiny", "pretrained", "paper"),
     "model.image_size": at_least(1),
-    "data.max_length": at_least(2),  # [CLS] and [SEP] at least
-    "data.knowledge_max_length": at_least(2),
+    "data.max_length": lambda value: None if value == 0 or value >= 2 else "must be >= 2 ([CLS] and [SEP]), or 0",
+    "data.knowledge_max_length": lambda value: None if value == 0 or value >= 2 else "must be >= 2, or 0",
     "data.lm_max_length": at_least(2),
     "data.num_knowledge": at_least(0),
     "data.mlm_probability": fraction,
     "data.teacher_temperature": above(0),
     "data.max_train_samples": at_least(1),
+    "data.validation_size": at_least(0),
     "data.max_eval_samples": at_least(1),
     "data.augment.color_jitter": at_least(0),
     "run.alpha_warmup_steps": at_least(0),
+    "run.locked_text_steps": at_least(0),
+    "run.max_train_seconds": at_least(0),
     "run.zero_shot_every": at_least(0),
     "run.zero_shot_templates": each(zero_shot_template),
     "lora.r": at_least(1),

@@ -39,6 +39,7 @@ from wvlp.train.lora import apply_lora, merged_student
 from wvlp.train.options import add_arguments
 from wvlp.train.presets import TINY_TEXT, is_machine_path, language_model_folder, stable_language_model_id
 from wvlp.train.run_folder import open_run_folder, write_run_folder
+from wvlp.train.text_cache import LockedText
 from wvlp.train.trainer import WVLPTrainer
 
 IMAGE_COLUMNS = {"image", "label", "image_id"}
@@ -155,6 +156,14 @@ def load_corpus(args: DataArgs) -> tuple[datasets.DatasetDict, datasets.DatasetD
     return images, descriptions
 
 
+def corpus_max_length(tokenizer, texts: list[str], quantile: float = 0.95, multiple: int = 8) -> int:
+    """The `quantile` of the texts' token lengths (special tokens included), rounded up to a multiple of `multiple`."""
+    if not texts:
+        return multiple
+    lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+    return int(-(-np.quantile(lengths, quantile) // multiple) * multiple)
+
+
 def config_hash(config: RunConfig) -> str:
     """A short hash of the whole run configuration, stored with the metrics."""
     text = json.dumps(
@@ -192,6 +201,15 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
     names = images[config.data.train_split].features["label"].names
     held_out = resolve_holdout(names_by_index(names), config.data.holdout_classes, setting="data.holdout_classes")
     train_images = images[config.data.train_split]
+    validation = None
+    if config.data.validation_size:
+        if config.data.validation_size >= len(train_images):
+            raise ValueError(
+                f"data.validation_size={config.data.validation_size}: the {config.data.train_split} split has only "
+                f"{len(train_images)} images, leaving none to train on"
+            )
+        cut = len(train_images) - config.data.validation_size
+        validation, train_images = train_images.select(range(cut, len(train_images))), train_images.select(range(cut))
     if held_out:
         train_images = train_images.filter(lambda label: label not in held_out, input_columns="label")
     if config.data.max_train_samples:
@@ -206,14 +224,19 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
     pool = DescriptionPool.from_dataset(pool_rows)
     pool.check_covers(set(train_images.unique("label")), dict(enumerate(names)))
 
+    # 0: measured on the corpus (in memory: the run config and its hash keep the 0 the user wrote).
+    max_length = config.data.max_length or corpus_max_length(processor.tokenizer, pool.texts)
+    knowledge_max_length = config.data.knowledge_max_length or corpus_max_length(
+        processor.tokenizer, pool.knowledge_sentences
+    )
     pretraining = model.config.pretraining_config
     lm_tokenizer = attach_frozen_modules(model, config.model)
     collator = DistillationCollator(
         processor,
         pool,
         seed=args.seed,
-        max_length=config.data.max_length,
-        knowledge_max_length=config.data.knowledge_max_length,
+        max_length=max_length,
+        knowledge_max_length=knowledge_max_length,
         num_knowledge=config.data.num_knowledge,
         mlm_probability=config.data.mlm_probability,
         augment=AugmentConfig(**config.data.augment),
@@ -221,11 +244,28 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
         teacher_temperature=config.data.teacher_temperature if pretraining.frozen_teacher_weight > 0 else None,
         lm_tokenizer=lm_tokenizer if pretraining.generation_loss_weight > 0 else None,
         lm_max_length=config.data.lm_max_length,
+        text_indices=config.run.locked_text_steps > 0,
     )
+    locked_text = None
+    if config.run.locked_text_steps > 0:
+        if config.lora.enabled and "text" in config.lora.towers:
+            raise ValueError("run.locked_text_steps > 0 freezes the text tower: drop 'text' from lora.towers")
+        if checkpoint is None:  # the teacher's text side is the frozen student's, which the cache stands for
+            model.teacher.text_model.load_state_dict(model.wvlp.text_model.state_dict())
+            model.teacher.text_proj.load_state_dict(model.wvlp.text_proj.state_dict())
+        locked_text = LockedText.load_or_build(
+            model.wvlp,
+            processor.tokenizer,
+            pool,
+            Path(args.output_dir) / "text-cache",
+            max_length=max_length,
+            knowledge_max_length=knowledge_max_length,
+            write=args.should_save,
+        )
     if config.lora.enabled:
         model = apply_lora(model, config.lora)
 
-    eval_split = images[config.data.eval_split]
+    eval_split = images[config.data.eval_split] if validation is None else validation
     if config.data.max_eval_samples:
         eval_split = eval_split.select(range(min(config.data.max_eval_samples, len(eval_split))))
     eval_images, eval_labels = list(eval_split["image"]), np.asarray(eval_split["label"])
@@ -254,12 +294,21 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
         train_dataset=train_images,
         data_collator=collator,
         callbacks=[
-            MomentumUpdateCallback(),
+            MomentumUpdateCallback(
+                config.run.locked_text_steps,
+                ("text_model.", "text_proj.") if config.run.locked_text_projection else ("text_model.",),
+            ),
             CollatorEpochCallback(collator),
         ],
         alpha_warmup_steps=config.run.alpha_warmup_steps,
+        locked_text_steps=config.run.locked_text_steps,
+        locked_text=locked_text,
+        locked_text_projection=config.run.locked_text_projection,
     )
-    trainer.add_callback(ZeroShotCallback(evaluate, config.run.zero_shot_every, trainer.log))
+    phase = trainer.phase if config.run.locked_text_steps > 0 else None
+    trainer.add_callback(
+        ZeroShotCallback(evaluate, config.run.zero_shot_every, trainer.log, phase, config.run.max_train_seconds)
+    )
     before = evaluate(merged_student(model).eval()) if trainer.is_world_process_zero() else {}
     result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = {"config": config.source, "config_hash": config_hash(config), "train": result.metrics}

@@ -13,6 +13,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from wvlp.modeling import WVLPForPreTraining
 from wvlp.train.run_folder import CheckpointWriteError, checkpoint_write_message, last_good_state
+from wvlp.train.text_cache import LockedText, full_step_inputs
 
 
 class NonFiniteLossError(RuntimeError):
@@ -40,18 +41,42 @@ def private_api_problem() -> str | None:
 
 
 class WVLPTrainer(Trainer):
-    """Trains `WVLPForPreTraining`; the EMA teacher update is done by `MomentumUpdateCallback` after each optimiser step."""
+    """Trains `WVLPForPreTraining`; the EMA teacher update is done by `MomentumUpdateCallback` after each optimiser step.
+
+    With `locked_text` (the cache of the frozen text tower) the first `locked_text_steps` optimiser steps are
+    locked-text steps: the text tower does not run and gets no gradient (AdamW leaves parameters without one
+    untouched, weight decay included), so it stays bit-identical, and so does the text projection with
+    `locked_text_projection`; the steps after them are full steps.
+    """
 
     # Every WVLP loss is a per-batch mean, so the Trainer scales it for gradient accumulation itself.
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args, alpha_warmup_steps: int = 0, **kwargs):
+    def __init__(
+        self,
+        *args,
+        alpha_warmup_steps: int = 0,
+        locked_text_steps: int = 0,
+        locked_text: LockedText | None = None,
+        locked_text_projection: bool = False,
+        **kwargs,
+    ):
         if problem := private_api_problem():
             raise RuntimeError(f"{problem}: update train/trainer.py's checkpoint writer, or install transformers<6")
+        if locked_text_steps > 0 and locked_text is None:
+            raise ValueError("locked_text_steps > 0 needs locked_text: the cache of the frozen text tower")
         super().__init__(*args, **kwargs)
         self.alpha_warmup_steps = alpha_warmup_steps
+        self.locked_text_steps, self.locked_text = locked_text_steps, locked_text
+        self.locked_text_projection = locked_text_projection
+        # Per term: a logging window that spans the phase change holds steps with and without ITM/MLM.
         self._term_sums: dict[str, float] = defaultdict(float)
-        self._term_counts = 0
+        self._term_counts: dict[str, int] = defaultdict(int)
+
+    def phase(self, step: int | None = None) -> str:
+        """`locked-text` or `full`: the kind of optimiser step `step` (0-based; default: the one being taken)."""
+        step = self.state.global_step if step is None else step
+        return "locked-text" if step < self.locked_text_steps else "full"
 
     def current_alpha(self) -> float:
         """Momentum-distillation weight: linear warm-up to `pretraining_config.alpha` over `alpha_warmup_steps` steps."""
@@ -62,6 +87,10 @@ class WVLPTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Runs the model with the current alpha, records each named term, refuses non-finite losses."""
+        locked = self.phase() == "locked-text" and model.training
+        inputs = self.locked_text.step_inputs(inputs) if locked else full_step_inputs(inputs)
+        if self.locked_text_projection:  # no gradient, so AdamW leaves it as it is (it stays in the optimiser)
+            unwrap_pretraining_model(model).wvlp.text_proj.requires_grad_(not locked)
         outputs = model(**inputs, alpha=self.current_alpha())
         loss = outputs.loss
         if not torch.isfinite(loss.detach()).all():
@@ -74,17 +103,17 @@ class WVLPTrainer(Trainer):
             for name, value in outputs.items():
                 if name.endswith("_loss") and name != "loss":
                     self._term_sums[name] += float(value.detach())
-            self._term_counts += 1
+                    self._term_counts[name] += 1
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Adds the mean of every named loss term since the last log."""
         if self._term_counts and "loss" in logs:
             for name, total in self._term_sums.items():
-                logs[name] = round(total / self._term_counts, 4)
+                logs[name] = round(total / self._term_counts[name], 4)
             logs["alpha"] = round(self.current_alpha(), 4)
             self._term_sums.clear()
-            self._term_counts = 0
+            self._term_counts.clear()
         super().log(logs, start_time)
 
     def _get_output_dir(self, trial) -> str:
