@@ -25,20 +25,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from wvlp.common.safe_io import RUN, remove_dir  # noqa: E402
 from wvlp.demo import TRAIN_CONFIG  # noqa: E402
 
-from studies.study import templates_corpus  # noqa: E402
+from studies.study import BASELINE, templates_corpus  # noqa: E402
 
-# The arms are measured against the method as the embedded default ran it before this study (the settings it then
-# had), so they stay what was measured whatever `fashion-mnist.yaml` now holds.
-BASELINE = [
-    "model.image_size=96",
-    "training.per_device_train_batch_size=24",
-    "training.learning_rate=1e-4",
-    "data.max_length=40",
-    "data.knowledge_max_length=24",
-    "run.locked_text_steps=0",
-    "run.locked_text_projection=false",
-    "model.config.pretraining_config.fusion_batch_size=0",
-]
 # Locked text: the batch and lr of the calibration run in the issue; text lengths from the corpus (free once cached).
 LOCKED = [
     "run.locked_text_steps=1000000",
