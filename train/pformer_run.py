@@ -147,7 +147,7 @@ class PFormerTrainer(WVLPTrainer):
             for name, value in outputs.items():
                 if name.endswith("_loss") and name != "loss":
                     self._term_sums[name] += float(value.detach())
-            self._term_counts += 1
+                    self._term_counts[name] += 1
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
 
