@@ -13,15 +13,17 @@ from wvlp.train.trainer import unwrap_pretraining_model
 class MomentumUpdateCallback(TrainerCallback):
     """EMA teacher update once per optimiser step (on_step_end fires after the optimiser, so accumulation is respected).
 
-    After each of the first `locked_text_steps` steps the `locked` modules (the text tower, and the text projection
-    when it is locked too) are left out, so the teacher's stay the frozen student's, which the cached text stands for.
+    After each locked-text step (`phase`, the trainer's: the kind of a 0-based step) the `locked` modules (the text
+    tower, and the text projection when it is locked too) are left out, so the teacher's stay the frozen student's,
+    which the cached text stands for.
     """
 
-    def __init__(self, locked_text_steps: int = 0, locked: tuple[str, ...] = ("text_model.",)):
-        self.locked_text_steps, self.locked = locked_text_steps, locked
+    def __init__(self, phase: Callable[[int], str] | None = None, locked: tuple[str, ...] = ("text_model.",)):
+        self.phase, self.locked = phase, locked
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs):
-        skip = self.locked if state.global_step <= self.locked_text_steps else ()  # the step just taken
+        just_taken = state.global_step - 1
+        skip = self.locked if self.phase is not None and self.phase(just_taken) == "locked-text" else ()
         # The merged weights: with LoRA adapters injected, the teacher follows base + delta, not the frozen base.
         unwrap_pretraining_model(model).momentum_update(merged_state_dict(model), skip=skip)
 

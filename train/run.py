@@ -294,10 +294,6 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
         train_dataset=train_images,
         data_collator=collator,
         callbacks=[
-            MomentumUpdateCallback(
-                config.run.locked_text_steps,
-                ("text_model.", "text_proj.") if config.run.locked_text_projection else ("text_model.",),
-            ),
             CollatorEpochCallback(collator),
         ],
         alpha_warmup_steps=config.run.alpha_warmup_steps,
@@ -306,6 +302,8 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
         locked_text_projection=config.run.locked_text_projection,
     )
     phase = trainer.phase if config.run.locked_text_steps > 0 else None
+    locked = ("text_model.", "text_proj.") if config.run.locked_text_projection else ("text_model.",)
+    trainer.add_callback(MomentumUpdateCallback(phase, locked))
     trainer.add_callback(
         ZeroShotCallback(evaluate, config.run.zero_shot_every, trainer.log, phase, config.run.max_train_seconds)
     )

@@ -98,7 +98,8 @@ class LockedText:
         knowledge_tokens = tokenize(pool.knowledge_sentences, knowledge_max_length)
         key = fingerprint(model.text_model, [description_tokens["input_ids"], knowledge_tokens["input_ids"]])
         path = Path(folder) / f"{key[:32]}.safetensors"
-        row_of = torch.tensor([distinct.index(text) for text in pool.texts], dtype=torch.long)
+        position = {text: i for i, text in enumerate(distinct)}
+        row_of = torch.tensor([position[text] for text in pool.texts], dtype=torch.long)
         if path.is_file():
             stored = load_file(path)
             return cls(stored["descriptions"][row_of], stored["knowledge"], path, built=False)
