@@ -176,7 +176,9 @@ class WVLPEfficientNetLiteModel(nn.Module):
 
     def extract_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The head's feature map, (batch, hidden_size, height / 32, width / 32)."""
-        hidden_states = self.stem(pixel_values)
+        # NHWC: CPU (oneDNN) depthwise convolutions run it ~1.3x faster per training step than NCHW, and cuDNN prefers it
+        # under mixed precision (bench/model_step.py); each conv keeps the layout its input has.
+        hidden_states = self.stem(pixel_values.contiguous(memory_format=torch.channels_last))
         for block in self.blocks:
             hidden_states = block(hidden_states)
         return self.head(hidden_states)

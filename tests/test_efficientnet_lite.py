@@ -15,6 +15,8 @@ from wvlp.modeling.convert_efficientnet_lite import (
 )
 from wvlp.modeling.modeling_efficientnet_lite import WVLPEfficientNetLiteModel, init_efficientnet_weights
 
+from tests.helpers import ROOT, load_script
+
 
 def lite_pixel_values(image: np.ndarray, size: int = 224) -> torch.Tensor:
     """An RGB uint8 photo as a (1, 3, size, size) batch normalised the EfficientNet-Lite way: (x / 255 - 0.5) / 0.5."""
@@ -123,7 +125,9 @@ def test_lite2_matches_reference_at_odd_intermediate_sizes():
     model.load_state_dict(convert_state_dict(reference.state_dict(), model.config), strict=True)
     pixel_values = torch.randn(1, 3, 260, 260, generator=torch.Generator().manual_seed(0))
 
-    features, reference_features = model.extract_features(pixel_values), reference.extract_features(pixel_values)
+    # The tower runs NHWC; the reference in the same layout sums in the same order (NCHW differs by ~2e-5 relative).
+    nhwc = pixel_values.contiguous(memory_format=torch.channels_last)
+    features, reference_features = model.extract_features(pixel_values), reference.extract_features(nhwc)
     assert features.shape == reference_features.shape == (1, 1280, 9, 9)
     scale = reference_features.abs().max().item()
     assert scale > 0.1
@@ -182,3 +186,17 @@ def test_init_efficientnet_weights():
     for weight, fan_out in ((model.head.conv.weight, 1280), (model.blocks[1].depthwise.conv.weight, 9)):
         expected_std = (2 / fan_out) ** 0.5
         assert abs(weight.std().item() - expected_std) < 0.1 * expected_std
+
+
+def test_tower_runs_channels_last_and_matches_the_nchw_layers():
+    # bench/image_layout.py times these two paths against each other; they must compute the same features.
+    bench = load_script(ROOT / "bench" / "image_layout.py", "wvlp_bench_image_layout")
+    model = initialised_tower().eval()
+    pixel_values = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        nhwc, nchw = model.extract_features(pixel_values), bench.nchw_features(model, pixel_values)
+    assert nhwc.is_contiguous(memory_format=torch.channels_last) and not nhwc.is_contiguous()
+    assert nchw.is_contiguous()
+    # The same arithmetic in another summation order: fp32 rounding, a few 1e-5 of the largest feature.
+    assert (nhwc - nchw).abs().max().item() <= 5e-5 * nchw.abs().max().item()
+    assert model(pixel_values).pooler_output.shape == (2, model.config.hidden_size)
