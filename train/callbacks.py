@@ -13,17 +13,16 @@ from wvlp.train.trainer import unwrap_pretraining_model
 class MomentumUpdateCallback(TrainerCallback):
     """EMA teacher update once per optimiser step (on_step_end fires after the optimiser, so accumulation is respected).
 
-    After each locked-text step (`phase`, the trainer's: the kind of a 0-based step) the `locked` modules (the text
-    tower, and the text projection when it is locked too) are left out, so the teacher's stay the frozen student's,
-    which the cached text stands for.
+    `locked` (the trainer's `locked_modules`) names, for a 0-based step, the student's modules frozen in it; they are
+    left out of the update, so after a locked-text step the teacher's text side stays the frozen student's, which the
+    cached text stands for.
     """
 
-    def __init__(self, phase: Callable[[int], str] | None = None, locked: tuple[str, ...] = ("text_model.",)):
-        self.phase, self.locked = phase, locked
+    def __init__(self, locked: Callable[[int], tuple[str, ...]] | None = None):
+        self.locked = locked
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs):
-        just_taken = state.global_step - 1
-        skip = self.locked if self.phase is not None and self.phase(just_taken) == "locked-text" else ()
+        skip = self.locked(state.global_step - 1) if self.locked is not None else ()
         # The merged weights: with LoRA adapters injected, the teacher follows base + delta, not the frozen base.
         unwrap_pretraining_model(model).momentum_update(merged_state_dict(model), skip=skip)
 

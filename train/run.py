@@ -302,8 +302,7 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
         locked_text_projection=config.run.locked_text_projection,
     )
     phase = trainer.phase if config.run.locked_text_steps > 0 else None
-    locked = ("text_model.", "text_proj.") if config.run.locked_text_projection else ("text_model.",)
-    trainer.add_callback(MomentumUpdateCallback(phase, locked))
+    trainer.add_callback(MomentumUpdateCallback(trainer.locked_modules))
     trainer.add_callback(
         ZeroShotCallback(evaluate, config.run.zero_shot_every, trainer.log, phase, config.run.max_train_seconds)
     )

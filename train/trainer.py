@@ -78,6 +78,12 @@ class WVLPTrainer(Trainer):
         step = self.state.global_step if step is None else step
         return "locked-text" if step < self.locked_text_steps else "full"
 
+    def locked_modules(self, step: int | None = None) -> tuple[str, ...]:
+        """State-dict prefixes of the student's modules frozen at optimiser step `step` (none in the full phase)."""
+        if self.phase(step) != "locked-text":
+            return ()
+        return ("text_model.", "text_proj.") if self.locked_text_projection else ("text_model.",)
+
     def current_alpha(self) -> float:
         """Momentum-distillation weight: linear warm-up to `pretraining_config.alpha` over `alpha_warmup_steps` steps."""
         alpha = unwrap_pretraining_model(self.model).config.pretraining_config.alpha
@@ -87,10 +93,10 @@ class WVLPTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Runs the model with the current alpha, records each named term, refuses non-finite losses."""
-        locked = self.phase() == "locked-text" and model.training
+        locked = self.locked_modules() if model.training else ()
         inputs = self.locked_text.step_inputs(inputs) if locked else full_step_inputs(inputs)
         if self.locked_text_projection:  # no gradient, so AdamW leaves it as it is (it stays in the optimiser)
-            unwrap_pretraining_model(model).wvlp.text_proj.requires_grad_(not locked)
+            unwrap_pretraining_model(model).wvlp.text_proj.requires_grad_("text_proj." not in locked)
         outputs = model(**inputs, alpha=self.current_alpha())
         loss = outputs.loss
         if not torch.isfinite(loss.detach()).all():
