@@ -5,7 +5,7 @@ an input, as `wvlp.train.text_cache` gives it; its total FLOPs and speed, no per
 Sizes default to the demo's `train/configs/fashion-mnist.yaml`: EfficientNet-Lite0 + MiniLM-L6 shapes, its image
 size, batch size, text / knowledge lengths, number of knowledge sentences, MLM masking, queue size and loss weights.
 Weights are random: FLOPs and speed do not depend on the values. CPU; both steps and the fp32 matmul peak are measured
-in this one run (median of `--steps` timed steps after 2 warm-up steps, the two steps interleaved), so only ratios
+in this one run (median of `--steps` timed steps after `--warmup` untimed ones, the steps interleaved), so only ratios
 are comparable across runs.
 
 FLOPs are what `torch.utils.flop_counter.FlopCounterMode` counts over one whole step (forward, backward, AdamW, EMA
@@ -27,7 +27,7 @@ Attribution to parts, exact by construction and checked every run:
   teacher's count in FlopCounterMode's own module hierarchy (forward only, so that hierarchy is exact there).
 
 Usage: python bench/model_step.py [--config train/configs/fashion-mnist.yaml] [--batch-size N] [--image-size PX]
-    [--length TOKENS] [--knowledge K] [--knowledge-length TOKENS] [--steps 10] [--markdown out.md]
+    [--length TOKENS] [--knowledge K] [--knowledge-length TOKENS] [--steps 10] [--warmup 2] [--markdown out.md]
 """
 
 import argparse
@@ -96,10 +96,10 @@ def make_batch(
     )
 
 
-def time_interleaved(steps: dict[str, Callable], repeats: int) -> dict[str, float]:
-    """Median seconds of each step over `repeats` rounds that call every step once, after two warm-up rounds:
+def time_interleaved(steps: dict[str, Callable], repeats: int, warmup: int = 2) -> dict[str, float]:
+    """Median seconds of each step over `repeats` rounds that call every step once, after `warmup` rounds:
     interleaved, so a slow spell of the machine slows every step alike and leaves their ratio alone."""
-    for _ in range(2):
+    for _ in range(warmup):
         for step in steps.values():
             step()
     times = {name: [] for name in steps}
@@ -486,6 +486,7 @@ def main() -> None:
     parser.add_argument("--knowledge", type=int, help="knowledge sentences per description; default: the config's")
     parser.add_argument("--knowledge-length", type=int, help="default: the config's data.knowledge_max_length")
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first (allocator, oneDNN kernels)")
     parser.add_argument("--peak-sizes", type=int, nargs="+", default=[512, 1024, 2048, 4096], help="torch.mm sizes")
     parser.add_argument("--markdown", type=Path, help="also write the tables to this file")
     args = parser.parse_args()
@@ -513,7 +514,7 @@ def main() -> None:
     steps = build_steps(model, batch, optimizer)
 
     before = matmul_peak(args.peak_sizes)  # before and after the steps: the better of the two is the peak
-    seconds = time_interleaved(steps, args.steps)
+    seconds = time_interleaved(steps, args.steps, args.warmup)
     full_s, itc_s = seconds["full"], seconds["itc"]
     full = count_step(model, steps["full"])
     itc = count_step(model, steps["itc"], default="ITC")
@@ -536,7 +537,8 @@ def main() -> None:
         f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}; batch {n}, "
         f"{settings['image_size']} px, {settings['length']} text tokens, {settings['knowledge']} knowledge "
         f"sentence(s) x {settings['knowledge_length']} tokens per image, queue {pretraining.queue_size}, "
-        f"MLM {settings['mlm_probability']:.0%}, alpha {pretraining.alpha}; median of {args.steps} interleaved steps. "
+        f"MLM {settings['mlm_probability']:.0%}, alpha {pretraining.alpha}; median of {args.steps} interleaved steps "
+        f"after {args.warmup} warm-up round(s). "
         f"fp32 matmul peak {peak:.1f} GFLOP/s (fastest torch.mm of sizes {args.peak_sizes}: n={peak_size}; timed "
         f"before and after the steps, the other time {low:.1f})."
     )

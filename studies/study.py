@@ -49,6 +49,7 @@ BASELINE = [
     "run.locked_text_steps=0",
     "run.locked_text_projection=false",
     "model.config.pretraining_config.fusion_batch_size=0",
+    "data.augment.enabled=true",
 ]
 ARMS: dict[str, dict] = {
     "templates": {"corpus": "templates", "note": "text side = label templates only"},
