@@ -8,14 +8,17 @@ Usage: python bench/image_layout.py [--batch-size 64] [--image-size 64] [--steps
 """
 
 import argparse
-import statistics
-import time
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from wvlp.modeling.configuration_wvlp import WVLPEfficientNetLiteConfig
 from wvlp.modeling.modeling_efficientnet_lite import WVLPEfficientNetLiteModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from model_step import time_interleaved  # noqa: E402
 
 
 def nchw_features(model: WVLPEfficientNetLiteModel, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -24,19 +27,6 @@ def nchw_features(model: WVLPEfficientNetLiteModel, pixel_values: torch.Tensor) 
     for block in model.blocks:
         hidden_states = block(hidden_states)
     return model.head(hidden_states)
-
-
-def median_seconds(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
-    """Median seconds of each function over `repeats` interleaved rounds, after one warm-up round."""
-    for fn in fns.values():
-        fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main() -> None:
@@ -68,13 +58,14 @@ def main() -> None:
     with torch.no_grad():
         model.eval()
         gap = (features["NHWC"](pixel_values) - features["NCHW"](pixel_values)).abs().max().item()
-    seconds = median_seconds(
+    seconds = time_interleaved(
         {
             f"{kind} {layout}": make(fn)
             for kind, make in (("train", train_pass), ("infer", inference))
             for layout, fn in features.items()
         },
         args.steps,
+        warmup=1,
     )
     print(
         f"EfficientNet-Lite0, batch {args.batch_size}, {args.image_size} px, {torch.get_num_threads()} threads, "
