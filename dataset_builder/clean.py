@@ -20,7 +20,17 @@ import numpy as np
 from wvlp.common.safe_io import atomic_write_text
 from wvlp.data.sources import ClassInfo
 
-DROP_REASONS = ("error", "empty", "refusal", "non_english", "too_short", "too_long", "off_topic", "duplicate")
+DROP_REASONS = (
+    "error",
+    "empty",
+    "refusal",
+    "non_english",
+    "too_short",
+    "too_long",
+    "off_topic",
+    "confusable",
+    "duplicate",
+)
 
 
 _LEADING_TOKENS = re.compile(r"^\s*(?:(?:<\|[^|>]{1,40}\|>|<s>|\[INST\])\s*(?:assistant|model)?\s*)+", re.IGNORECASE)
@@ -189,11 +199,13 @@ def clean_descriptions(
     max_words: int = 120,
     min_similarity: float = 0.2,
     max_sentences: int = 3,
+    drop_confusable: bool = False,
 ) -> tuple[list[dict], dict]:
     """(kept records with a cleaned `text`, stats): every dropped record is counted under one reason.
 
     Reasons, checked in this order: error, empty, refusal, non_english, too_short, too_long, off_topic (cosine
     similarity to the class's prompt name under `embedder` below `min_similarity`; skipped without an embedder),
+    confusable (with `drop_confusable`: nearer another class's prompt name than its own, so it would teach that class),
     duplicate (the same normalised text already kept for the class). Texts are cut to `max_sentences` sentences
     first; one still longer than `max_words` is dropped, not truncated: cutting mid-sentence would leave a fragment,
     and such run-ons are mostly degenerate repetition loops. Stats: total, kept, dropped (per reason), per_class,
@@ -216,7 +228,9 @@ def clean_descriptions(
         reasons.append(reason)
         texts.append(text)
     if embedder is not None:
-        _mark_off_topic(records, texts, reasons, by_id, embedder, min_similarity)
+        _mark_by_similarity(records, texts, reasons, by_id, embedder, min_similarity, drop_confusable)
+    elif drop_confusable:
+        raise ValueError("cleaning.drop_confusable needs the sentence embedder (embedder=None was given)")
     seen: dict[str, set[str]] = {}
     kept: list[dict] = []
     for i, record in enumerate(records):
@@ -233,6 +247,7 @@ def clean_descriptions(
         "max_words": max_words,
         "min_similarity": min_similarity,
         "max_sentences": max_sentences,
+        "drop_confusable": drop_confusable,
         "embedder": getattr(embedder, "name", None) if embedder else None,
     }
     return kept, stats
@@ -259,18 +274,29 @@ def _first_check(record: dict, cls: ClassInfo, min_words: int, max_words: int, m
     return None, text
 
 
-def _mark_off_topic(
-    records: list[dict], texts: list[str], reasons: list, by_id: dict, embedder: Any, min_similarity: float
+def _mark_by_similarity(
+    records: list[dict],
+    texts: list[str],
+    reasons: list,
+    by_id: dict,
+    embedder: Any,
+    min_similarity: float,
+    drop_confusable: bool,
 ) -> None:
+    """Marks off_topic (and, with `drop_confusable`, confusable) among the records no earlier check dropped."""
     candidates = [i for i, reason in enumerate(reasons) if reason is None]
     if not candidates:
         return
-    class_ids = sorted({records[i]["class_id"] for i in candidates})
-    class_vectors = dict(zip(class_ids, _embed(embedder, [by_id[c].prompt_name for c in class_ids])))
-    text_vectors = _embed(embedder, [texts[i] for i in candidates])
-    for i, vector in zip(candidates, text_vectors):
-        if float(vector @ class_vectors[records[i]["class_id"]]) < min_similarity:
+    class_ids = sorted(by_id)
+    class_vectors = _embed(embedder, [by_id[c].prompt_name for c in class_ids])
+    column = {c: j for j, c in enumerate(class_ids)}
+    similarities = _embed(embedder, [texts[i] for i in candidates]) @ class_vectors.T
+    for i, row in zip(candidates, similarities):
+        own = column[records[i]["class_id"]]
+        if float(row[own]) < min_similarity:
             reasons[i] = "off_topic"
+        elif drop_confusable and int(row.argmax()) != own and float(row.max()) > float(row[own]):
+            reasons[i] = "confusable"
 
 
 def _stats(records: list[dict], reasons: list[str | None], classes: Sequence[ClassInfo]) -> dict:

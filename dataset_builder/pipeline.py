@@ -22,6 +22,7 @@ from wvlp.data.generate import generate_descriptions
 from wvlp.data.knowledge import KnowledgeIndex, SentenceEmbedder, load_corpus, resolve_classes
 from wvlp.data.llm import build_backend
 from wvlp.data.prompts import load_prompts
+from wvlp.data.quality import CLASS_PROMPTS, description_quality, quality_table
 from wvlp.data.sources import WNID_PATTERN, LabelSource, build_source
 
 
@@ -86,6 +87,22 @@ def token_lengths(texts: list[str]) -> np.ndarray:
 
     tokenizer = build_default_processor().tokenizer
     return np.array([len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]], dtype=np.int32)
+
+
+def kept_quality(kept: list[dict], source: LabelSource, embeddings: np.ndarray, embedder: SentenceEmbedder) -> dict:
+    """`description_quality` of the kept descriptions, classes ordered by label, under the corpus's sentence embedder."""
+    classes = sorted(source.classes, key=lambda c: c.label)
+    prompts = embedder.embed([template.format(c.name) for c in classes for template in CLASS_PROMPTS])
+    ensembles = prompts.reshape(len(classes), len(CLASS_PROMPTS), -1).mean(axis=1)
+    ensembles /= np.linalg.norm(ensembles, axis=1, keepdims=True)
+    position = {c.label: i for i, c in enumerate(classes)}
+    return description_quality(
+        [r["text"] for r in kept],
+        [position[r["label"]] for r in kept],
+        [c.name for c in classes],
+        embeddings,
+        ensembles,
+    )
 
 
 def attach_knowledge(
@@ -163,6 +180,13 @@ def card_text(
             if knowledge.get("classes_without_wordnet")
             else ""
         ),
+        "",
+        "## Description quality",
+        f"Each kept description classified by the frozen sentence embedder ({embedder.name}) to the nearest class-name "
+        "prompt ensemble and to the nearest class centroid of descriptions (its own left out); distinct-n over "
+        "lower-cased words; mean pairwise cosine within the class (`stats.json`, `quality`).",
+        "",
+        *quality_table(stats["quality"]),
         "",
         "## Description length (BERT uncased tokens, with [CLS]/[SEP])",
         f"min {int(lengths.min()) if len(lengths) else 0}, median {float(np.median(lengths)) if len(lengths) else 0:.0f}, "
@@ -252,6 +276,7 @@ def run_describe(config: DescribeConfig) -> Path:
         embeddings = embedder.embed([r["text"] for r in kept], show_progress=True)
         knowledge = attach_knowledge(kept, relevant, embeddings, embedder, config.knowledge)
         knowledge["classes_without_wordnet"] = unresolved
+        stats["quality"] = kept_quality(kept, source, embeddings, embedder)
         lengths = token_lengths([r["text"] for r in kept])
         for record, embedding, length in zip(kept, embeddings, lengths):
             record["teacher_embedding"] = embedding.astype(np.float16)

@@ -9,6 +9,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -372,6 +373,38 @@ def test_clean_descriptions_drop_reasons(tmp_path, classes, embedder):
     assert len(without_embedder) == 6 and no_embedder_stats["dropped"]["off_topic"] == 0
     path = write_stats(stats, tmp_path / "out" / "stats.json")
     assert json.loads(path.read_text())["dropped"] == stats["dropped"]
+
+
+def test_clean_descriptions_drops_confusable_descriptions(classes, embedder):
+    boot, bag, sneaker = classes[9], classes[8], classes[7]
+    inputs = [
+        (boot, "An ankle boot is a short leather boot that covers the ankle."),
+        (boot, "A sneaker with white rubber soles and laces, worn for running."),
+        (bag, "A leather bag with a long shoulder strap and a brass buckle."),
+        (bag, "A handbag shaped like an ankle boot, with a heel and a zip on the side."),
+        (sneaker, "A running sneaker with a cushioned sole and breathable mesh."),
+    ]
+    records = [make_record(cls, raw, index=i) for i, (cls, raw) in enumerate(inputs)]
+    names = [c.prompt_name for c in classes]
+    # Plain-loop reference: a description is confusable when some other class's name is more similar than its own.
+    vectors = [np.asarray(v, dtype=np.float64) for v in embedder.embed([raw for _, raw in inputs] + names)]
+    vectors = [v / np.linalg.norm(v) for v in vectors]
+    texts, name_vectors = vectors[: len(inputs)], vectors[len(inputs) :]
+    expected = set()
+    for record, (cls, _), text in zip(records, inputs, texts):
+        similarities = [float(text @ n) for n in name_vectors]
+        if max(similarities) > similarities[classes.index(cls)]:
+            expected.add(record["description_id"])
+    assert records[1]["description_id"] in expected  # the fixture exercises the drop
+    kept, stats = clean_descriptions(records, classes, embedder=embedder, drop_confusable=True)
+    dropped = {d["description_id"] for d in stats["drops"] if d["reason"] == "confusable"}
+    assert dropped == expected and stats["dropped"]["confusable"] == len(expected)
+    assert {r["description_id"] for r in kept} == {r["description_id"] for r in records} - expected
+    assert stats["settings"]["drop_confusable"] is True
+    kept_all, stats_all = clean_descriptions(records, classes, embedder=embedder)
+    assert len(kept_all) == len(records) and stats_all["dropped"]["confusable"] == 0
+    with pytest.raises(ValueError, match="drop_confusable needs the sentence embedder"):
+        clean_descriptions(records, classes, drop_confusable=True)
 
 
 def test_clean_descriptions_errors(classes):

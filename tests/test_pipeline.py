@@ -136,6 +136,10 @@ def test_describe_generated_every_key_once_with_provenance(corpus):
         assert abs(np.linalg.norm(row["teacher_embedding"]) - 1) < 0.01
     card = (folder / "README.md").read_text()
     assert "would be truncated" in card and "Dropped by reason" in card
+    quality = stats["quality"]
+    assert sum(row["count"] for row in quality["per_class"].values()) == stats["kept"]
+    assert 0 <= quality["nearest_prompt_accuracy"] <= 1 and 0 < quality["distinct_1"] <= 1
+    assert "## Description quality" in card and "| **all** | " + str(stats["kept"]) + " |" in card
 
 
 def test_rerun_reuses_the_cache(corpus):
