@@ -50,6 +50,7 @@ def evaluate(args: argparse.Namespace) -> None:
         split=args.split,
         image_root=args.image_root,
         itm_k=args.itm_k,
+        fusion_data=None if args.fusion_split == "none" else args.fusion_split,
         max_images=args.max_images,
         holdout_classes=holdout,
         stage=args.stage,
@@ -94,6 +95,12 @@ def main(argv: list[str] | None = None) -> None:
     evaluate_parser.add_argument("--image-root", help="image folder of a Karpathy JSON")
     evaluate_parser.add_argument("--split", default="test")
     evaluate_parser.add_argument("--itm-k", type=int, default=16, help="ITM re-ranking depth (0: ITC only)")
+    evaluate_parser.add_argument(
+        "--fusion-split",
+        default="auto",
+        help="split whose queries choose the ITC+ITM fusion: auto (validation, val or train; never --split), "
+        "a split name, or none",
+    )
     evaluate_parser.add_argument("--max-images", type=int, help="first N images of the split only (N >= 1)")
     evaluate_parser.add_argument("--holdout-classes", help="classes held out in pre-training, e.g. Bag,Sandal")
     evaluate_parser.add_argument("--stage", default="pre-trained", help="checkpoint stage recorded in the JSON")

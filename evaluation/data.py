@@ -48,6 +48,10 @@ class ColumnImages(Sequence):
         return self.dataset[int(item)][self.column]
 
 
+class MissingSplitError(ValueError):
+    """The data has no split of the requested name."""
+
+
 @dataclass
 class EvalData:
     """Images, texts and the group ids that pair them; `labels` (per image) when the data is labelled."""
@@ -115,7 +119,7 @@ def load_karpathy(
         paths.append(file)
     if not paths:
         splits = sorted({e.get("split") for e in entries})
-        raise ValueError(f"{path}: no image in split {split!r} (the file has splits {splits})")
+        raise MissingSplitError(f"{path}: no image in split {split!r} (the file has splits {splits})")
     return EvalData(
         name or path.stem,
         split,
@@ -154,7 +158,7 @@ def load_caption_dataset(
         dataset = datasets.load_from_disk(str(dataset))
     if isinstance(dataset, datasets.DatasetDict):
         if split not in dataset:
-            raise ValueError(f"split {split!r} not in the dataset (it has {list(dataset)})")
+            raise MissingSplitError(f"split {split!r} not in the dataset (it has {list(dataset)})")
         dataset = dataset[split]
     if image_column not in dataset.column_names:
         raise ValueError(f"image column {image_column!r} not in the dataset's columns {dataset.column_names}")
@@ -210,7 +214,7 @@ def load_corpus(
     descriptions = datasets.load_dataset(str(folder), "descriptions")
     for config, splits in (("images", images), ("descriptions", descriptions)):
         if split not in splits:
-            raise ValueError(f"{folder}: the {config} config has no split {split!r} (it has {list(splits)})")
+            raise MissingSplitError(f"{folder}: the {config} config has no split {split!r} (it has {list(splits)})")
     test = images[split]
     if max_images is not None:
         test = test.select(range(min(max_images, len(test))))

@@ -13,6 +13,10 @@ order. The ITM candidates (the top-k) are the first k items of that same order.
 
 ALBEF protocol: rank the gallery by ITC similarity, then re-sort each query's top-k by the ITM score (ties again
 negatives first, then ITC order). Items below the top-k keep their place, so re-ranking changes ranks <= k only.
+BLIP-style fusion re-sorts the top-k by `w * ITC cosine + (1 - w) * ITM probability` instead: w = 0 is ALBEF's
+ITM-only re-rank, w = 1 keeps the ITC order. `choose_fusion` picks w and k on validation queries, with w = 1 in the
+grid, so the chosen re-rank is never below ITC alone on the data it was chosen on (an ITM head that learned little
+-- a short pre-training -- otherwise turns re-ranking into a loss).
 
 Memory: similarities are computed in blocks of `chunk_size` queries against the whole gallery, so the full
 Q x G matrix exists only with `chunk_size=None`; galleries of `faiss_threshold` items or more go through a faiss
@@ -29,6 +33,10 @@ RECALL_KS = (1, 5, 10)
 FAISS_THRESHOLD = 10_000  # bench/retrieval_eval.py: faiss beats chunked torch in time and memory at 25k
 # faiss candidates beyond the top-k: room for the best positive and for ties at the k-th score.
 FAISS_EXTRA_CANDIDATES = 32
+
+# Weight of the ITC cosine in the fused score, and re-ranking depths, that `choose_fusion` tries.
+FUSION_ITC_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
+FUSION_KS = (4, 8, 16, 32, 64, 128)
 
 PairScores = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -240,18 +248,88 @@ def rerank_top_k(
         raise ValueError(f"itm k={k} must be in 1..{ranking.topk.shape[1]} (the candidates kept per query)")
     candidates = ranking.topk[:, :k]
     num = len(candidates)
-    query_index = np.repeat(np.arange(num), k)
-    pair = np.asarray(pair_scores(query_index, candidates.ravel()), dtype=np.float64).reshape(num, k)
+    pair = np.asarray(pair_scores(np.repeat(np.arange(num), k), candidates.ravel()), dtype=np.float64)
+    return _rerank(ranking, gallery[candidates] == query[:, None], pair.reshape(num, k))
+
+
+def _rerank(ranking: Ranking, positive: np.ndarray, pair: np.ndarray) -> Ranking:
+    """`ranking` with each query's first `pair.shape[1]` candidates re-sorted by `pair` (Q, k); `positive` (Q, k)."""
     if np.isnan(pair).any():
         raise ValueError("pair_scores returned NaN")
-    positive = gallery[candidates] == query[:, None]
+    num, k = pair.shape
     itc_position = np.broadcast_to(np.arange(k, dtype=np.float64), (num, k))
     order = np.lexsort(np.stack([itc_position, positive.astype(np.float64), -pair]), axis=-1)
     best = np.where(positive, pair, -np.inf).max(1, keepdims=True)
     reranked = 1 + ((pair >= best) & ~positive).sum(1)
     ranks = np.where(positive.any(1), reranked, ranking.ranks)
-    topk = np.concatenate([np.take_along_axis(candidates, order, axis=1), ranking.topk[:, k:]], axis=1)
+    topk = np.concatenate([np.take_along_axis(ranking.topk[:, :k], order, axis=1), ranking.topk[:, k:]], axis=1)
     return Ranking(ranks.astype(np.int64), topk, ranking.queries)
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """Re-rank each query's top `k` by `itc_weight * ITC cosine + (1 - itc_weight) * ITM probability`.
+
+    `itc_weight` 0 is ALBEF's ITM-only re-rank; 1 keeps the ITC ranking as it is.
+    """
+
+    itc_weight: float
+    k: int
+
+    def as_dict(self) -> dict:
+        """`{"itc_weight", "k"}` for the eval JSON."""
+        return {"itc_weight": self.itc_weight, "k": self.k}
+
+
+@dataclass
+class Candidates:
+    """Each query's top-K by ITC, as (Q, K) arrays: ITC cosine, ITM probability, and whether it answers the query."""
+
+    itc: np.ndarray
+    itm: np.ndarray
+    positive: np.ndarray
+
+
+def fused_ranking(ranking: Ranking, candidates: Candidates, fusion: Fusion) -> Ranking:
+    """`ranking` re-ranked by `fusion` over the precomputed `candidates` (exactly `ranking` for itc_weight 1)."""
+    depth = candidates.itm.shape[1]
+    if not 1 <= fusion.k <= depth or not 0.0 <= fusion.itc_weight <= 1.0:
+        raise ValueError(f"{fusion}: k must be in 1..{depth} (the ITM candidates kept) and itc_weight in [0, 1]")
+    if fusion.itc_weight == 1.0:  # recomputed cosines could differ from the ranking's in the last bit
+        return ranking
+    w, k = fusion.itc_weight, fusion.k
+    pair = w * candidates.itc[:, :k].astype(np.float64) + (1.0 - w) * candidates.itm[:, :k].astype(np.float64)
+    return _rerank(ranking, candidates.positive[:, :k], pair)
+
+
+def choose_fusion(
+    ranking: Ranking,
+    candidates: Candidates,
+    itc_weights: Sequence[float] = FUSION_ITC_WEIGHTS,
+    ks: Sequence[int] = FUSION_KS,
+    min_z: float = 2.0,
+) -> tuple[Fusion, list[dict]]:
+    """The fusion with the best R@1 (then R@5; ties: the larger ITC weight, then the smaller k) and every tried one.
+
+    Depths: those of `ks` below the candidates kept, and that number itself. Run it on validation queries, never
+    the test split. ITC weight 1 (the ITC ranking itself) is always tried, and a re-rank replaces it only when its R@1 gain is significant in a paired sign test (queries it fixes minus
+    queries it breaks > `min_z` * sqrt of their sum): picking the best of a grid on a few dozen queries otherwise
+    selects noise, as a random ITM head shows.
+    """
+    depth = candidates.itm.shape[1]
+    depths = sorted({int(k) for k in ks if 1 <= k < depth} | {depth})  # always the full depth kept
+    grid = [Fusion(float(w), k) for w in sorted({*itc_weights, 1.0}) for k in depths]
+    tried, hits = [], []
+    for fusion in grid:
+        ranks = fused_ranking(ranking, candidates, fusion).ranks
+        hits.append(ranks <= 1)
+        tried.append({**fusion.as_dict(), "r1": float(np.mean(ranks <= 1)), "r5": float(np.mean(ranks <= 5))})
+    best = max(range(len(grid)), key=lambda i: (tried[i]["r1"], tried[i]["r5"], grid[i].itc_weight, -grid[i].k))
+    itc = next(i for i, fusion in enumerate(grid) if fusion.itc_weight == 1.0)
+    fixed, broken = int((hits[best] & ~hits[itc]).sum()), int((~hits[best] & hits[itc]).sum())
+    if fixed - broken <= min_z * np.sqrt(fixed + broken):
+        best = itc
+    return grid[best], tried
 
 
 def rank_metrics(ranks: np.ndarray, prefix: str, ks: Sequence[int] = RECALL_KS) -> dict[str, float]:
@@ -280,21 +358,58 @@ def retrieval_metrics(i2t_ranks: np.ndarray, t2i_ranks: np.ndarray) -> dict[str,
 
 @dataclass
 class RetrievalResult:
-    """Rankings of both directions, ITC-only and (when re-ranked) after ITM; `metrics()` gives the JSON block."""
+    """Rankings of both directions: ITC, and with ITM candidates also ITM-only (ALBEF) and fused (BLIP-style).
+
+    `candidates` holds each direction's top-`itm_k` scores ("i2t", "t2i"), so `choose_fusion` can try fusions
+    without running the ITM head again; `fusion` is the one applied to `i2t_fused` / `t2i_fused`.
+    """
 
     i2t: Ranking
     t2i: Ranking
     itm_k: int = 0
     i2t_itm: Ranking | None = None
     t2i_itm: Ranking | None = None
+    i2t_fused: Ranking | None = None
+    t2i_fused: Ranking | None = None
+    fusion: dict[str, Fusion] | None = None
+    candidates: dict[str, Candidates] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     def metrics(self) -> dict:
-        """`{"itm_k", "itc": {...}, "itm": {...}}` (no "itm" without re-ranking)."""
+        """`{"itm_k", "itc", "itm", "fused", "fusion", "default"}`; "itm" only with ITM candidates, "fused" and
+        "fusion" only with a fusion. `default` names the block to quote: "fused" when there is one, else "itc"."""
         out = {"itm_k": self.itm_k, "itc": retrieval_metrics(self.i2t.ranks, self.t2i.ranks)}
         if self.i2t_itm is not None and self.t2i_itm is not None:
             out["itm"] = retrieval_metrics(self.i2t_itm.ranks, self.t2i_itm.ranks)
+        if self.i2t_fused is not None and self.t2i_fused is not None and self.fusion:
+            out["fused"] = retrieval_metrics(self.i2t_fused.ranks, self.t2i_fused.ranks)
+            out["fusion"] = {direction: fusion.as_dict() for direction, fusion in self.fusion.items()}
+        out["default"] = "fused" if "fused" in out else "itc"
         return out
+
+
+def candidate_scores(
+    ranking: Ranking,
+    query_features: torch.Tensor,
+    gallery_features: torch.Tensor,
+    query_groups: np.ndarray,
+    gallery_groups: np.ndarray,
+    k: int,
+    pair_scores: PairScores,
+    chunk_size: int = 1024,
+) -> Candidates:
+    """ITC cosines, `pair_scores` and positives of each ranked query's top-k (rows: `ranking.queries`)."""
+    queries = ranking.queries if ranking.queries is not None else np.arange(len(ranking.ranks))
+    top = ranking.topk[:, :k]
+    itc = np.empty(top.shape, np.float32)
+    for s in range(0, len(top), chunk_size):
+        rows = torch.from_numpy(top[s : s + chunk_size])
+        block = torch.as_tensor(query_features)[torch.from_numpy(queries[s : s + chunk_size])]
+        itc[s : s + chunk_size] = torch.einsum("qd,qkd->qk", block, gallery_features[rows]).numpy()
+    pair = np.asarray(pair_scores(np.repeat(queries, top.shape[1]), top.ravel()), dtype=np.float32)
+    if np.isnan(pair).any():
+        raise ValueError("pair_scores returned NaN")
+    return Candidates(itc, pair.reshape(top.shape), gallery_groups[top] == query_groups[queries][:, None])
 
 
 def evaluate_retrieval(
@@ -304,6 +419,7 @@ def evaluate_retrieval(
     text_groups: Sequence[int],
     itm_k: int = 0,
     itm_scores: PairScores | None = None,
+    fusion: dict[str, Fusion] | None = None,
     chunk_size: int | None = 1024,
     backend: str = "auto",
     faiss_threshold: int = FAISS_THRESHOLD,
@@ -311,16 +427,33 @@ def evaluate_retrieval(
 ) -> RetrievalResult:
     """Both directions by ITC; with `itm_k > 0` and `itm_scores(image_index, text_index)`, also ITM re-ranked.
 
+    `fusion` ({"i2t": Fusion, "t2i": Fusion}, k <= itm_k) adds the fused re-rank of each direction.
     `drop_unanswerable`: leave out queries that no gallery item answers (e.g. an image of a class without texts in
     class-level retrieval) instead of raising; the galleries stay whole.
+
+    Examples:
+
+    ```python
+    >>> result = evaluate_retrieval(image_embeds, text_embeds, image_groups, text_groups, itm_k=16, itm_scores=itm)
+    >>> fusion = {d: choose_fusion(getattr(result, d), result.candidates[d])[0] for d in ("i2t", "t2i")}
+    ```
+    (on validation data; then pass `fusion=fusion` for the test split)
     """
     if itm_k and itm_scores is None:
         raise ValueError(f"itm_k={itm_k} needs itm_scores (the ITM score of (image, text) index pairs)")
+    if fusion is not None and (not itm_k or set(fusion) != {"i2t", "t2i"}):
+        raise ValueError(f"fusion={fusion!r} needs itm_k > 0 and one Fusion for each of 'i2t' and 't2i'")
     image_groups, text_groups = as_groups(image_groups, "image_groups"), as_groups(text_groups, "text_groups")
-    k = max(max(RECALL_KS), itm_k)
-    options = dict(k=k, chunk_size=chunk_size, backend=backend, faiss_threshold=faiss_threshold)
-
-    def direction(query_features, gallery_features, query_groups, gallery_groups, pair_scores):
+    image_features, text_features = torch.as_tensor(image_features).float(), torch.as_tensor(text_features).float()
+    options = dict(
+        k=max(max(RECALL_KS), itm_k), chunk_size=chunk_size, backend=backend, faiss_threshold=faiss_threshold
+    )
+    result = RetrievalResult(None, None, itm_k, fusion=fusion)  # type: ignore[arg-type]
+    sides = {
+        "i2t": (image_features, text_features, image_groups, text_groups, itm_scores),
+        "t2i": (text_features, image_features, text_groups, image_groups, lambda t, i: itm_scores(i, t)),
+    }
+    for direction, (query_features, gallery_features, query_groups, gallery_groups, pair_scores) in sides.items():
         queries = (
             np.flatnonzero(np.isin(query_groups, gallery_groups))
             if drop_unanswerable
@@ -329,29 +462,25 @@ def evaluate_retrieval(
         if len(queries) == 0:
             raise ValueError("no query has a correct answer in the gallery (do the image and text groups overlap?)")
         ranking = rank_gallery(
-            torch.as_tensor(query_features)[torch.from_numpy(queries)],
+            query_features[torch.from_numpy(queries)],
             gallery_features,
             query_groups[queries],
             gallery_groups,
             **options,
         )
         ranking.queries = queries
+        setattr(result, direction, ranking)
         if not itm_k:
-            return ranking, None
-        reranked = rerank_top_k(
-            ranking,
-            query_groups[queries],
-            gallery_groups,
-            min(itm_k, ranking.topk.shape[1]),
-            lambda q, g: pair_scores(queries[q], g),
+            continue
+        k = min(itm_k, ranking.topk.shape[1])
+        candidates = candidate_scores(
+            ranking, query_features, gallery_features, query_groups, gallery_groups, k, pair_scores
         )
-        return ranking, reranked
-
-    i2t, i2t_itm = direction(image_features, text_features, image_groups, text_groups, itm_scores)
-    t2i, t2i_itm = direction(
-        text_features, image_features, text_groups, image_groups, lambda texts, images: itm_scores(images, texts)
-    )
-    return RetrievalResult(i2t, t2i, itm_k, i2t_itm, t2i_itm)
+        result.candidates[direction] = candidates
+        setattr(result, f"{direction}_itm", fused_ranking(ranking, candidates, Fusion(0.0, k)))
+        if fusion is not None:
+            setattr(result, f"{direction}_fused", fused_ranking(ranking, candidates, fusion[direction]))
+    return result
 
 
 def retrieval_examples(

@@ -19,18 +19,21 @@ import torch.distributed as dist
 
 from wvlp.common.safe_io import UnsafeOutputError, atomic_write_text
 from wvlp.data.holdout import names_by_index, resolve_holdout
-from wvlp.evaluation.data import EvalData, load_eval_data
+from wvlp.evaluation.data import EvalData, MissingSplitError, load_eval_data
 from wvlp.evaluation.distributed import distributed_map
 from wvlp.evaluation.features import image_embeddings, itm_pair_scores, text_embeddings, tokenize
 from wvlp.evaluation.linear_probe import linear_probe
 from wvlp.evaluation.prompt_files import DEFAULT_TEMPLATES, classnames_for, display_path, load_templates
-from wvlp.evaluation.retrieval import evaluate_retrieval, retrieval_examples
+from wvlp.evaluation.retrieval import Fusion, RetrievalResult, choose_fusion, evaluate_retrieval, retrieval_examples
 from wvlp.evaluation.schema import SCHEMA, load_eval
 from wvlp.evaluation.zero_shot import build_zero_shot_classifier, class_ensembles, zero_shot_metrics
 from wvlp.modeling import WVLPModel, WVLPProcessor
 from wvlp.modeling.loading import load_wvlp
 
 TASKS = ("zero-shot", "retrieval", "linear-probe")
+# Where `fusion_data="auto"` looks for the queries that choose the ITM fusion, in order; never the evaluated split.
+FUSION_SPLITS = ("validation", "val", "train")
+FUSION_MAX_IMAGES = 1000
 
 
 def load_model(path: str | Path) -> tuple[WVLPModel, WVLPProcessor]:
@@ -93,6 +96,7 @@ def default_command(
     max_images: int | None,
     holdout: Sequence[str | int] | None,
     out: str | None,
+    fusion_split: str | None = "auto",
 ) -> str:
     """The `wvlp evaluate` command line equivalent to an `evaluate_model` call."""
     args = [
@@ -109,6 +113,8 @@ def default_command(
         "--itm-k",
         str(itm_k),
     ]
+    if fusion_split != "auto":
+        args += ["--fusion-split", fusion_split or "none"]
     if image_root:
         args += ["--image-root", image_root]
     if max_images is not None:
@@ -129,6 +135,7 @@ def evaluate_model(
     split: str = "test",
     image_root: str | Path | None = None,
     itm_k: int = 16,
+    fusion_data: str | EvalData | None = "auto",
     max_images: int | None = None,
     holdout_classes: Sequence[str | int] | None = None,
     classnames_file: str | Path | None = None,
@@ -147,6 +154,9 @@ def evaluate_model(
         tasks: "all", or some of "zero-shot", "retrieval", "linear-probe" (list or comma-separated). With "all",
             tasks the data cannot support (zero-shot and probe need labels) are skipped; named ones raise instead.
         itm_k: ITM re-ranking depth of retrieval (0: ITC only).
+        fusion_data: the validation queries that choose the ITC+ITM fusion (weight and k, per direction) applied to
+            `split`: "auto" (the first of FUSION_SPLITS that `data` has, other than `split`, first
+            FUSION_MAX_IMAGES images), a split name, an `EvalData`, or None (ITC and ITM-only re-rank only).
         max_images: keep the first N images of the split (quick runs).
         holdout_classes: class names or ids held out in pre-training: adds seen/unseen/harmonic zero-shot accuracy.
         classnames_file / templates_file: the versioned prompt files (default: the packaged one matching the labels,
@@ -158,6 +168,8 @@ def evaluate_model(
     """
     if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1):
         raise ValueError(f"max_images={max_images!r}: must be a positive integer (leave it out for every image)")
+    if fusion_data == split:
+        raise ValueError(f"fusion_data={fusion_data!r} is the evaluated split: choose the fusion on other data")
     if out is not None:
         check_outputs(Path(out))
     explicit = not (isinstance(tasks, str) and tasks == "all")
@@ -204,11 +216,16 @@ def evaluate_model(
                 model, processor, eval_data, image_features, len(names.label_names), batch_size
             )
     if "retrieval" in task_list:
-        result = retrieve(model, processor, eval_data, image_features, image_tokens, itm_k, batch_size)
+        fusion, chosen_on = None, None
+        validation = fusion_validation(data, fusion_data, eval_data.split, image_root) if itm_k else None
+        if validation is not None:
+            fusion, chosen_on = choose_retrieval_fusion(model, processor, validation, itm_k, batch_size)
+        result = retrieve(model, processor, eval_data, image_features, image_tokens, itm_k, batch_size, fusion)
         metrics["retrieval"] = result.metrics()
-        best = result.t2i_itm or result.t2i
+        if chosen_on is not None:
+            metrics["retrieval"]["fusion"]["chosen_on"] = chosen_on
         side["retrieval_examples"] = retrieval_examples(
-            best, eval_data.texts, eval_data.text_groups, eval_data.image_groups
+            result.t2i_fused or result.t2i, eval_data.texts, eval_data.text_groups, eval_data.image_groups
         )
     if "linear-probe" in task_list:
         train_features, _ = encode_images(model, processor, eval_data.train_images, batch_size)
@@ -243,6 +260,7 @@ def evaluate_model(
             max_images,
             holdout_classes,
             str(out) if out else None,
+            fusion_data if isinstance(fusion_data, str) or fusion_data is None else fusion_data.split,
         ),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "metrics": metrics,
@@ -281,8 +299,9 @@ def retrieve(
     image_tokens: torch.Tensor | None,
     itm_k: int,
     batch_size: int,
-):
-    """Both retrieval directions on `eval_data`, ITM re-ranked over the top `itm_k` when `itm_k > 0`.
+    fusion: dict[str, Fusion] | None = None,
+) -> RetrievalResult:
+    """Both retrieval directions on `eval_data`, ITM re-ranked over the top `itm_k` when `itm_k > 0` (and fused).
 
     Class-level data leaves out the queries of classes the other side lacks (e.g. an image whose class has no
     held-out description); caption data must pair every image and text.
@@ -311,8 +330,46 @@ def retrieve(
         eval_data.text_groups,
         itm_k=itm_k,
         itm_scores=itm_scores,
+        fusion=fusion,
         drop_unanswerable=eval_data.retrieval_level == "class",
     )
+
+
+def fusion_validation(
+    data: str | Path | EvalData, fusion_data: str | EvalData | None, split: str, image_root: str | Path | None
+) -> EvalData | None:
+    """The validation queries that choose the fusion (see `evaluate_model`), or None when there are none."""
+    if fusion_data is None or isinstance(fusion_data, EvalData):
+        return fusion_data
+    if isinstance(data, EvalData):
+        if fusion_data == "auto":
+            return None  # in-memory data carries no other split
+        raise ValueError(f"fusion_data={fusion_data!r} names a split, but data is in memory: pass an EvalData")
+    names = [name for name in FUSION_SPLITS if name != split] if fusion_data == "auto" else [fusion_data]
+    for name in names:
+        try:
+            return load_eval_data(data, name, image_root, FUSION_MAX_IMAGES, max_train_images=None)
+        except MissingSplitError:
+            if fusion_data != "auto":
+                raise
+    return None
+
+
+def choose_retrieval_fusion(
+    model: WVLPModel, processor: WVLPProcessor, validation: EvalData, itm_k: int, batch_size: int
+) -> tuple[dict[str, Fusion], dict]:
+    """The fusion of each direction chosen on `validation` by `choose_fusion`, and the record of what was tried."""
+    features, tokens = encode_images(model, processor, validation.images, batch_size, True)
+    result = retrieve(model, processor, validation, features, tokens, itm_k, batch_size)
+    chosen = {d: choose_fusion(getattr(result, d), result.candidates[d]) for d in ("i2t", "t2i")}
+    record = {
+        "data": validation.name,
+        "split": validation.split,
+        "num_images": len(validation.images),
+        "num_texts": len(validation.texts),
+        "tried": {d: tried for d, (_, tried) in chosen.items()},
+    }
+    return {d: fusion for d, (fusion, _) in chosen.items()}, record
 
 
 def side_files(out: Path) -> list[Path]:

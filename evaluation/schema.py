@@ -76,7 +76,12 @@ def load_eval(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
     if retrieval is not None:
         if not isinstance(retrieval, Mapping):
             raise EvalFileError(f"{where}: metrics.retrieval must be a mapping")
-        for mode in ("itc", "itm"):
+        default = retrieval.get("default", "itc")
+        if default not in ("itc", "fused") or (default == "fused" and "fused" not in retrieval):
+            raise EvalFileError(
+                f"{where}: metrics.retrieval.default is {default!r}: 'itc', or 'fused' with a fused block"
+            )
+        for mode in ("itc", "itm", "fused"):
             values = retrieval.get(mode)
             if values is None:
                 continue
@@ -88,4 +93,21 @@ def load_eval(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
     return data
 
 
-__all__ = ["RANK_KEYS", "RETRIEVAL_KEYS", "SCHEMA", "EvalFileError", "load_eval"]
+def retrieval_modes(retrieval: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(mode, label) of each retrieval block present, the default (the one to quote) first, then ITC, then ITM-only."""
+    fusion = retrieval.get("fusion") or {}
+    chosen_on = (fusion.get("chosen_on") or {}).get("split")
+    labels = {
+        "itc": "ITC",
+        "itm": f"ITM-only re-rank of the top {retrieval.get('itm_k', '?')} (ALBEF)",
+        "fused": "ITC+ITM fused ("
+        + "; ".join(f"{d} w={fusion[d]['itc_weight']:g} k={fusion[d]['k']}" for d in ("i2t", "t2i") if d in fusion)
+        + (f"; chosen on {chosen_on}" if chosen_on else "")
+        + ")",
+    }
+    default = retrieval.get("default", "itc")
+    order = [default, *(mode for mode in ("itc", "fused", "itm") if mode != default)]
+    return [(mode, labels[mode] + (", default" if mode == default else "")) for mode in order if mode in retrieval]
+
+
+__all__ = ["RANK_KEYS", "RETRIEVAL_KEYS", "SCHEMA", "EvalFileError", "load_eval", "retrieval_modes"]

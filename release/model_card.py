@@ -16,7 +16,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from wvlp.evaluation.schema import RANK_KEYS, RETRIEVAL_KEYS, load_eval
+from wvlp.evaluation.schema import RANK_KEYS, RETRIEVAL_KEYS, load_eval, retrieval_modes
 
 TEMPLATE_PATH = Path(__file__).with_name("model_card.md")
 LICENSE = "apache-2.0"
@@ -95,11 +95,8 @@ def eval_results(evals: Sequence[Mapping[str, Any]]) -> list[EvalResult]:
         for key, label in DESCRIPTION_LABELS:
             add(PIPELINE_TAG, "Zero-shot image classification", "accuracy", label, zsd.get(key))
         retrieval = metrics.get("retrieval") or {}
-        for mode, how in (
-            ("itm", f"ITC then ITM re-ranking of the top {retrieval.get('itm_k', '?')}"),
-            ("itc", "ITC only"),
-        ):
-            values = retrieval.get(mode) or {}
+        for mode, how in retrieval_modes(retrieval):
+            values = retrieval[mode]
             for key in RETRIEVAL_KEYS:
                 task_type, metric_type, label = _RETRIEVAL_NAMES[key]
                 add(
@@ -155,9 +152,8 @@ def _eval_section(ev: Mapping[str, Any]) -> dict[str, Any]:
         if zsd.get(key) is not None:
             rows.append((label, _percent(zsd[key])))
     retrieval = metrics.get("retrieval") or {}
-    for mode in ("itm", "itc"):
-        values = retrieval.get(mode) or {}
-        tag = f"ITM re-rank top {retrieval.get('itm_k', '?')}" if mode == "itm" else "ITC"
+    for mode, tag in retrieval_modes(retrieval):
+        values = retrieval[mode]
         for key in RETRIEVAL_KEYS:
             if values.get(key) is not None:
                 label = _RETRIEVAL_NAMES[key][2]

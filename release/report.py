@@ -7,6 +7,8 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from wvlp.evaluation.schema import retrieval_modes
+
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
@@ -44,19 +46,15 @@ def summary_rows(train_metrics: dict, evals: Sequence[dict]) -> list[tuple[str, 
             rows.append((f"linear probe top-1 ({probe['train_samples']} train images)", _pct(probe["top1"])))
         if "retrieval" in metrics:
             ret = metrics["retrieval"]
-            for stage in ("itc", "itm"):
-                if stage in ret:
-                    r = ret[stage]
-                    label = "ITC" if stage == "itc" else f"ITC + ITM re-rank (k={ret['itm_k']})"
-                    rows.append(
-                        (
-                            f"text->image R@1/5/10, {label} ({images} images)",
-                            " / ".join(_pct(r[f"t2i_r{k}"]) for k in (1, 5, 10)),
-                        )
+            for stage, label in retrieval_modes(ret):
+                r = ret[stage]
+                rows.append(
+                    (
+                        f"text->image R@1/5/10, {label} ({images} images)",
+                        " / ".join(_pct(r[f"t2i_r{k}"]) for k in (1, 5, 10)),
                     )
-                    rows.append(
-                        (f"image->text R@1/5/10, {label}", " / ".join(_pct(r[f"i2t_r{k}"]) for k in (1, 5, 10)))
-                    )
+                )
+                rows.append((f"image->text R@1/5/10, {label}", " / ".join(_pct(r[f"i2t_r{k}"]) for k in (1, 5, 10))))
     return rows
 
 

@@ -54,6 +54,15 @@ def test_wvlp_evaluate_writes_the_eval_json(saved_model, tmp_path, capsys):
     assert set(metrics["zero_shot_descriptions"]) == {"top1", "top5"}
     retrieval = metrics["retrieval"]
     assert retrieval["itm_k"] == 4 and set(retrieval["itc"]) == set(retrieval["itm"]) == RETRIEVAL_KEYS
+    # The fusion is chosen on the train split (the corpus has no validation split), never on the test split.
+    assert retrieval["default"] == "fused" and set(retrieval["fused"]) == RETRIEVAL_KEYS
+    chosen_on = retrieval["fusion"]["chosen_on"]
+    assert chosen_on["split"] == "train" and chosen_on["num_images"] == 20
+    for direction in ("i2t", "t2i"):
+        tried = {(t["itc_weight"], t["k"]): t["r1"] for t in chosen_on["tried"][direction]}
+        fusion = retrieval["fusion"][direction]
+        assert set(tried) == {(w, 4) for w in (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)}
+        assert tried[fusion["itc_weight"], fusion["k"]] >= tried[1.0, 4]
     assert set(metrics["linear_probe"]) == {"top1", "train_samples"} and metrics["linear_probe"]["train_samples"] == 20
     fractions = [
         zero_shot["top1"],
@@ -88,6 +97,7 @@ def test_wvlp_evaluate_writes_the_eval_json(saved_model, tmp_path, capsys):
     )
     record = json.loads(only.read_text())
     assert set(record["metrics"]) == {"retrieval"} and "itm" not in record["metrics"]["retrieval"]
+    assert record["metrics"]["retrieval"]["default"] == "itc" and "fused" not in record["metrics"]["retrieval"]
     assert record["data"]["num_images"] == 8 and record["data"]["templates_file"] is None
 
 
@@ -108,6 +118,13 @@ def test_evaluate_model_accepts_a_loaded_model(saved_model, tmp_path):
     record = evaluate_model(model, data, processor=processor, itm_k=2)
     assert set(record["metrics"]) == {"retrieval"}  # no labels: zero-shot and probe skipped under "all"
     assert record["model"]["config_sha256"] == evaluate_model(saved_model, data, itm_k=0)["model"]["config_sha256"]
+    assert record["metrics"]["retrieval"]["default"] == "itc"  # in-memory data: no other split to choose a fusion on
+    fused = evaluate_model(model, data, processor=processor, itm_k=2, fusion_data=data)["metrics"]["retrieval"]
+    assert fused["default"] == "fused" and fused["fusion"]["chosen_on"]["split"] == "test"
+    with pytest.raises(ValueError, match="is the evaluated split"):
+        evaluate_model(saved_model, tmp_path, itm_k=2, fusion_data="test")
+    with pytest.raises(ValueError, match="names a split, but data is in memory"):
+        evaluate_model(model, data, processor=processor, itm_k=2, fusion_data="train")
     with pytest.raises(ValueError, match="needs class labels"):
         evaluate_model(model, data, processor=processor, tasks="zero-shot")
     with pytest.raises(ValueError, match="needs its processor"):

@@ -5,7 +5,10 @@ import pytest
 import torch
 
 from wvlp.evaluation.retrieval import (
+    Fusion,
+    choose_fusion,
     evaluate_retrieval,
+    fused_ranking,
     rank_gallery,
     rank_metrics,
     rank_scores,
@@ -145,12 +148,93 @@ def test_evaluate_retrieval_block_and_errors():
         images, texts, np.arange(10), groups, itm_k=4, itm_scores=lambda i, t: (images[i] * texts[t]).sum(-1).numpy()
     )
     block = result.metrics()
-    assert set(block) == {"itm_k", "itc", "itm"}
+    assert set(block) == {"itm_k", "itc", "itm", "default"} and block["default"] == "itc"
     assert set(block["itc"]) == set(block["itm"]) == {*RETRIEVAL_KEYS, *RANK_KEYS}
     assert block["itm"] == block["itc"]  # ITM = ITC here, so re-ranking keeps every rank
+    with pytest.raises(ValueError, match="one Fusion for each"):
+        evaluate_retrieval(images, texts, np.arange(10), groups, itm_k=4, itm_scores=lambda i, t: i, fusion={})
     with pytest.raises(ValueError, match="no positive"):
         rank_scores(np.zeros((2, 3)), [0, 9], [0, 1, 1])
     with pytest.raises(ValueError, match="itm_scores"):
         evaluate_retrieval(images, texts, np.arange(10), groups, itm_k=4)
     with pytest.raises(ValueError, match="same D"):
         rank_gallery(images, texts[:, :4], np.arange(10), groups)
+
+
+def class_level_fixture(seed: int, informative_itm: bool, num_classes: int = 6, per_class: int = 12, texts: int = 3):
+    """Noisy class-level retrieval: features = class direction + noise; ITM = truth + noise, or pure noise."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(num_classes, 16))
+    image_groups = np.repeat(np.arange(num_classes), per_class)
+    text_groups = np.repeat(np.arange(num_classes), texts)
+
+    def features(groups):
+        raw = centres[groups] + 1.6 * rng.normal(size=(len(groups), 16))
+        return torch.from_numpy(raw / np.linalg.norm(raw, axis=1, keepdims=True)).float()
+
+    images, texts = features(image_groups), features(text_groups)
+    match = (image_groups[:, None] == text_groups[None]).astype(np.float64)
+    itm = rng.uniform(size=match.shape) if not informative_itm else 0.7 * match + 0.3 * rng.uniform(size=match.shape)
+    return images, texts, image_groups, text_groups, itm
+
+
+def choose_both(images, texts, image_groups, text_groups, itm, k=16):
+    result = evaluate_retrieval(images, texts, image_groups, text_groups, itm_k=k, itm_scores=lambda i, t: itm[i, t])
+    return result, {d: choose_fusion(getattr(result, d), result.candidates[d]) for d in ("i2t", "t2i")}
+
+
+def test_fused_rerank_matches_a_plain_loop():
+    images, texts, image_groups, text_groups, itm = class_level_fixture(0, informative_itm=True)
+    result = evaluate_retrieval(
+        images, texts, image_groups, text_groups, itm_k=8, itm_scores=lambda i, t: itm[i, t].astype(np.float32)
+    )
+    fused = fused_ranking(result.i2t, result.candidates["i2t"], Fusion(0.5, 8))
+    scores = (images @ texts.T).numpy()
+    for q in range(len(images)):
+        top = result.i2t.topk[q, :8].tolist()
+        positive = [bool(text_groups[j] == image_groups[q]) for j in range(len(texts))]
+        pair = [0.5 * float(scores[q, j]) + 0.5 * float(np.float32(itm[q, j])) for j in range(len(texts))]
+        order = reference_rerank(scores[q].tolist(), pair, positive, 8)
+        assert fused.topk[q, :8].tolist() == order[:8] and sorted(order[:8]) == sorted(top)
+        assert fused.ranks[q] == next(p for p, j in enumerate(order, 1) if positive[j])
+    assert fused_ranking(result.i2t, result.candidates["i2t"], Fusion(1.0, 8)) is result.i2t
+    itm_only = fused_ranking(result.i2t, result.candidates["i2t"], Fusion(0.0, 8))
+    np.testing.assert_array_equal(itm_only.ranks, result.i2t_itm.ranks)
+    with pytest.raises(ValueError, match="k must be in 1..8"):
+        fused_ranking(result.i2t, result.candidates["i2t"], Fusion(0.5, 9))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_chosen_fusion_is_never_worse_than_itc_when_the_itm_head_is_random(seed):
+    validation = class_level_fixture(seed, informative_itm=False)
+    test_data = class_level_fixture(seed + 100, informative_itm=False)
+    _, chosen = choose_both(*validation)
+    fusion = {d: choice[0] for d, choice in chosen.items()}
+    for choice, tried in chosen.values():
+        r1 = {(t["itc_weight"], t["k"]): t["r1"] for t in tried}
+        # (1.0, k) is ITC itself; some grid point beats it by luck, the sign test keeps ITC anyway.
+        assert choice == Fusion(1.0, 4) and max(r1.values()) >= r1[1.0, 4]
+    images, texts, image_groups, text_groups, itm = test_data
+    result = evaluate_retrieval(
+        images, texts, image_groups, text_groups, itm_k=16, itm_scores=lambda i, t: itm[i, t], fusion=fusion
+    )
+    block = result.metrics()
+    assert block["default"] == "fused" and block["fusion"] == {d: f.as_dict() for d, f in fusion.items()}
+    # No gain on validation passes the sign test, so the default is ITC itself; ALBEF's ITM-only re-rank loses.
+    assert all(f.itc_weight == 1.0 for f in fusion.values())
+    for d in ("i2t", "t2i"):
+        assert block["fused"][f"{d}_r1"] == block["itc"][f"{d}_r1"]
+        assert block["itm"][f"{d}_r1"] < block["itc"][f"{d}_r1"]
+
+
+def test_fusion_improves_r1_when_the_itm_head_is_informative():
+    _, chosen = choose_both(*class_level_fixture(3, informative_itm=True))
+    fusion = {d: choice[0] for d, choice in chosen.items()}
+    assert all(f.itc_weight < 1.0 for f in fusion.values())
+    images, texts, image_groups, text_groups, itm = class_level_fixture(4, informative_itm=True)
+    result = evaluate_retrieval(
+        images, texts, image_groups, text_groups, itm_k=16, itm_scores=lambda i, t: itm[i, t], fusion=fusion
+    )
+    block = result.metrics()
+    for d in ("i2t", "t2i"):
+        assert block["fused"][f"{d}_r1"] > block["itc"][f"{d}_r1"]
