@@ -7,6 +7,7 @@ samples) only generates what is missing; the dataset folder is written aside and
 import dataclasses
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,11 @@ from wvlp.data.clean import clean_descriptions
 from wvlp.data.dataset import write_corpus
 from wvlp.data.generate import generate_descriptions
 from wvlp.data.knowledge import KnowledgeIndex, SentenceEmbedder, load_corpus, resolve_classes
+from wvlp.data.knowledge.corpus import normalize_text
 from wvlp.data.llm import build_backend
 from wvlp.data.prompts import load_prompts
 from wvlp.data.quality import CLASS_PROMPTS, description_quality, quality_table
+from wvlp.data.query_sets import cupl_queries
 from wvlp.data.sources import WNID_PATTERN, LabelSource, build_source
 
 
@@ -111,12 +114,20 @@ def attach_knowledge(
     embeddings: np.ndarray,
     embedder: SentenceEmbedder,
     settings: dict[str, Any],
+    held_out: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Adds the k nearest external-corpus sentences to every record; returns the index statistics for the card."""
+    """Adds the k nearest external-corpus sentences to every record; returns the index statistics for the card.
+
+    `held_out` sentences (evaluation queries) are removed from the corpus first, so no record can retrieve them.
+    """
     settings = dict(settings)
     k = int(settings.pop("k", 3))
+    settings.pop("holdout_query_sets", None)
     settings.setdefault("strict", False)  # unknown classes were reported by `wordnet_classes` before generation
     corpus = load_corpus(settings.pop("sources"), relevant_to=relevant, **settings)
+    removed = {normalize_text(text) for text in held_out}
+    before = len(corpus)
+    corpus = [sentence for sentence in corpus if normalize_text(sentence.text) not in removed]
     start = time.perf_counter()
     corpus_embeddings = embedder.embed([s.text for s in corpus], show_progress=True)
     embed_seconds = time.perf_counter() - start
@@ -131,6 +142,7 @@ def attach_knowledge(
     sources = sorted({s.source for s in corpus})
     return {
         "corpus_size": len(corpus),
+        "held_out_query_sentences": before - len(corpus),
         "sources": sources,
         "k": k,
         "embed_seconds": round(embed_seconds, 2),
@@ -244,6 +256,18 @@ def wordnet_classes(source: LabelSource, knowledge: dict[str, Any]) -> tuple[lis
     return relevant, [name for name in relevant if name not in resolved]
 
 
+def held_out_queries(source: LabelSource, knowledge: dict[str, Any]) -> list[str]:
+    """The sentences of `knowledge.holdout_query_sets` (query sets kept out of the knowledge index), checked early."""
+    names = knowledge.get("holdout_query_sets") or []
+    unknown = sorted(set(names) - {"cupl"})
+    if not isinstance(names, list) or unknown:
+        raise ValueError(f"knowledge.holdout_query_sets={names!r}: the query sets that can be held out are ['cupl']")
+    if not names:
+        return []
+    labels = [c.name for c in sorted(source.classes, key=lambda c: c.label)]
+    return [row["text"] for row in cupl_queries(labels)]
+
+
 def run_describe(config: DescribeConfig) -> Path:
     """Runs every stage and writes the corpus folder; returns its path.
 
@@ -253,6 +277,7 @@ def run_describe(config: DescribeConfig) -> Path:
     with ProcessLock(output, f"output {output}"):
         source = build_source(config.source)
         relevant, unresolved = wordnet_classes(source, config.knowledge)
+        held_out = held_out_queries(source, config.knowledge)
         prompts = load_prompts(config.prompts)
         backend = build_backend(config.llm)
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -274,7 +299,7 @@ def run_describe(config: DescribeConfig) -> Path:
         if not kept:
             raise ValueError(f"no description survived cleaning (drops: {stats.get('dropped')}); see {cache}")
         embeddings = embedder.embed([r["text"] for r in kept], show_progress=True)
-        knowledge = attach_knowledge(kept, relevant, embeddings, embedder, config.knowledge)
+        knowledge = attach_knowledge(kept, relevant, embeddings, embedder, config.knowledge, held_out)
         knowledge["classes_without_wordnet"] = unresolved
         stats["quality"] = kept_quality(kept, source, embeddings, embedder)
         lengths = token_lengths([r["text"] for r in kept])

@@ -4,6 +4,7 @@ It has the exact layout of a `wvlp describe` corpus, so it serves as the "label 
 and as the quick real corpus of tests and benchmarks (which must not wait for an LLM).
 """
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,13 @@ PATTERNS = (
 )
 
 
-def write_template_corpus(folder: Path, images_per_split: int | None = 96) -> Path:
-    """Writes a Fashion-MNIST template corpus into `folder` (6 descriptions per class; images capped per split)."""
+def write_template_corpus(
+    folder: Path, images_per_split: int | None = 96, extra_knowledge: Sequence[str] = ()
+) -> Path:
+    """Writes a Fashion-MNIST template corpus into `folder` (6 descriptions per class; images capped per split).
+
+    `extra_knowledge` sentences are attached to the first description's knowledge (tests of query leakage).
+    """
     from sentence_transformers import SentenceTransformer
 
     from wvlp.modeling.pretrained_assets import minilm_path
@@ -61,6 +67,9 @@ def write_template_corpus(folder: Path, images_per_split: int | None = 96) -> Pa
                     knowledge=knowledge[: 1 + i % 2],
                 )
             )
+    records[0]["knowledge"] = records[0]["knowledge"] + [
+        {"id": f"text:extra:{i}", "text": text, "score": 0.1} for i, text in enumerate(extra_knowledge)
+    ]
     embedder = SentenceTransformer(str(minilm_path()), device="cpu")
     embeddings = embedder.encode([r["text"] for r in records], normalize_embeddings=True)
     for record, embedding in zip(records, embeddings):

@@ -5,6 +5,7 @@
 `evaluate_model` is the importable equivalent (the demo calls it with an already-loaded model and processor).
 """
 
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -24,6 +25,7 @@ from wvlp.evaluation.distributed import distributed_map
 from wvlp.evaluation.features import image_embeddings, itm_pair_scores, text_embeddings, tokenize
 from wvlp.evaluation.linear_probe import linear_probe
 from wvlp.evaluation.prompt_files import DEFAULT_TEMPLATES, classnames_for, display_path, load_templates
+from wvlp.evaluation.query_sets import corpus_query_sets
 from wvlp.evaluation.retrieval import Fusion, RetrievalResult, choose_fusion, evaluate_retrieval, retrieval_examples
 from wvlp.evaluation.schema import SCHEMA, load_eval
 from wvlp.evaluation.zero_shot import build_zero_shot_classifier, class_ensembles, zero_shot_metrics
@@ -136,6 +138,7 @@ def evaluate_model(
     image_root: str | Path | None = None,
     itm_k: int = 16,
     fusion_data: str | EvalData | None = "auto",
+    query_sets: str | Sequence[str] | None = "auto",
     max_images: int | None = None,
     holdout_classes: Sequence[str | int] | None = None,
     classnames_file: str | Path | None = None,
@@ -157,6 +160,9 @@ def evaluate_model(
         fusion_data: the validation queries that choose the ITC+ITM fusion (weight and k, per direction) applied to
             `split`: "auto" (the first of FUSION_SPLITS that `data` has, other than `split`, first
             FUSION_MAX_IMAGES images), a split name, an `EvalData`, or None (ITC and ITM-only re-rank only).
+        query_sets: for a corpus folder, the class-level query sets (`evaluation/query_sets.py`) evaluated by
+            retrieval and description zero-shot into `metrics.query_sets`: "auto" (those available and clean;
+            the others are listed with the reason), a list of names (each must be available and clean), or None.
         max_images: keep the first N images of the split (quick runs).
         holdout_classes: class names or ids held out in pre-training: adds seen/unseen/harmonic zero-shot accuracy.
         classnames_file / templates_file: the versioned prompt files (default: the packaged one matching the labels,
@@ -227,6 +233,10 @@ def evaluate_model(
         side["retrieval_examples"] = retrieval_examples(
             result.t2i_fused or result.t2i, eval_data.texts, eval_data.text_groups, eval_data.image_groups
         )
+        if query_sets is not None and not isinstance(data, EvalData) and eval_data.retrieval_level == "class":
+            metrics["query_sets"] = evaluate_query_sets(
+                model, processor, data, eval_data, query_sets, image_features, image_tokens, itm_k, fusion, batch_size
+            )
     if "linear-probe" in task_list:
         train_features, _ = encode_images(model, processor, eval_data.train_images, batch_size)
         metrics["linear_probe"] = linear_probe(
@@ -333,6 +343,44 @@ def retrieve(
         fusion=fusion,
         drop_unanswerable=eval_data.retrieval_level == "class",
     )
+
+
+def evaluate_query_sets(
+    model: WVLPModel,
+    processor: WVLPProcessor,
+    folder: str | Path,
+    eval_data: EvalData,
+    names: str | Sequence[str],
+    image_features: torch.Tensor,
+    image_tokens: torch.Tensor | None,
+    itm_k: int,
+    fusion: dict[str, Fusion] | None,
+    batch_size: int,
+) -> dict:
+    """`{name: {"source", "retrieval", "zero_shot_descriptions"}}` per query set, `{"skipped": {name: why}}` too."""
+    sets, skipped = corpus_query_sets(folder, eval_data.label_names or [], names)
+    present = set(np.asarray(eval_data.labels).tolist())
+    out: dict = {}
+    for query_set in sets:
+        keep = [i for i, label in enumerate(query_set.labels.tolist()) if label in present]
+        if not keep:
+            skipped[query_set.name] = "none of its classes has an image in the evaluated split"
+            continue
+        labels = query_set.labels[keep]
+        data = dataclasses.replace(
+            eval_data, texts=[query_set.texts[i] for i in keep], text_groups=labels, text_labels=labels
+        )
+        result = retrieve(model, processor, data, image_features, image_tokens, itm_k, batch_size, fusion)
+        out[query_set.name] = {
+            "source": {**query_set.source, "count": len(keep)},
+            "retrieval": result.metrics(),
+            "zero_shot_descriptions": description_zero_shot(
+                model, processor, data, image_features, len(eval_data.label_names or []), batch_size
+            ),
+        }
+    if skipped:
+        out["skipped"] = skipped
+    return out
 
 
 def fusion_validation(

@@ -41,6 +41,36 @@ def _number(value: Any, where: str) -> float | None:
     return float(value)
 
 
+def _check_metrics(metrics: Mapping[str, Any], where: str) -> None:
+    """Zero-shot, probe and retrieval blocks of `metrics` (`where` names it in errors)."""
+    for section in ("zero_shot", "zero_shot_descriptions", "linear_probe"):
+        values = metrics.get(section)
+        if values is None:
+            continue
+        if not isinstance(values, Mapping):
+            raise EvalFileError(f"{where}.{section} must be a mapping")
+        for name in ("top1", "top5", "seen_top1", "unseen_top1", "harmonic"):
+            _fraction(values.get(name), f"{where}.{section}.{name}")
+        for cls, value in (values.get("per_class") or {}).items():
+            _fraction(value, f"{where}.{section}.per_class[{cls!r}]")
+    retrieval = metrics.get("retrieval")
+    if retrieval is not None:
+        if not isinstance(retrieval, Mapping):
+            raise EvalFileError(f"{where}.retrieval must be a mapping")
+        default = retrieval.get("default", "itc")
+        if default not in ("itc", "fused") or (default == "fused" and "fused" not in retrieval):
+            raise EvalFileError(f"{where}.retrieval.default is {default!r}: 'itc', or 'fused' with a fused block")
+        for mode in ("itc", "itm", "fused"):
+            values = retrieval.get(mode)
+            if values is None:
+                continue
+            for name in RETRIEVAL_KEYS:
+                check = _number if name == "rsum" else _fraction
+                check(values.get(name), f"{where}.retrieval.{mode}.{name}")
+            for name in RANK_KEYS:
+                _number(values.get(name), f"{where}.retrieval.{mode}.{name}")
+
+
 def load_eval(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
     """One evaluation as a dict, checked against `wvlp-eval/1` (a path to the JSON, or the parsed dict)."""
     where = "evaluation dict"
@@ -62,34 +92,17 @@ def load_eval(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
     for key in ("model", "data"):
         if not isinstance(data.get(key, {}), Mapping):
             raise EvalFileError(f"{where}: {key!r} must be a mapping")
-    for section in ("zero_shot", "zero_shot_descriptions", "linear_probe"):
-        values = metrics.get(section)
-        if values is None:
-            continue
-        if not isinstance(values, Mapping):
-            raise EvalFileError(f"{where}: metrics.{section} must be a mapping")
-        for name in ("top1", "top5", "seen_top1", "unseen_top1", "harmonic"):
-            _fraction(values.get(name), f"{where}: metrics.{section}.{name}")
-        for cls, value in (values.get("per_class") or {}).items():
-            _fraction(value, f"{where}: metrics.{section}.per_class[{cls!r}]")
-    retrieval = metrics.get("retrieval")
-    if retrieval is not None:
-        if not isinstance(retrieval, Mapping):
-            raise EvalFileError(f"{where}: metrics.retrieval must be a mapping")
-        default = retrieval.get("default", "itc")
-        if default not in ("itc", "fused") or (default == "fused" and "fused" not in retrieval):
-            raise EvalFileError(
-                f"{where}: metrics.retrieval.default is {default!r}: 'itc', or 'fused' with a fused block"
-            )
-        for mode in ("itc", "itm", "fused"):
-            values = retrieval.get(mode)
-            if values is None:
+    _check_metrics(metrics, f"{where}: metrics")
+    query_sets = metrics.get("query_sets")
+    if query_sets is not None:
+        if not isinstance(query_sets, Mapping):
+            raise EvalFileError(f"{where}: metrics.query_sets must be a mapping")
+        for name, block in query_sets.items():
+            if name == "skipped":
                 continue
-            for name in RETRIEVAL_KEYS:
-                check = _number if name == "rsum" else _fraction
-                check(values.get(name), f"{where}: metrics.retrieval.{mode}.{name}")
-            for name in RANK_KEYS:
-                _number(values.get(name), f"{where}: metrics.retrieval.{mode}.{name}")
+            if not isinstance(block, Mapping) or not isinstance(block.get("source"), Mapping):
+                raise EvalFileError(f"{where}: metrics.query_sets.{name} must be a mapping with a 'source'")
+            _check_metrics(block, f"{where}: metrics.query_sets.{name}")
     return data
 
 
@@ -110,4 +123,36 @@ def retrieval_modes(retrieval: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [(mode, labels[mode] + (", default" if mode == default else "")) for mode in order if mode in retrieval]
 
 
-__all__ = ["RANK_KEYS", "RETRIEVAL_KEYS", "SCHEMA", "EvalFileError", "load_eval", "retrieval_modes"]
+def query_set_summaries(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One summary per evaluated query set: name, source line, count, default-mode R@1 both ways, zero-shot top-1."""
+    out = []
+    for name, block in (metrics.get("query_sets") or {}).items():
+        if name == "skipped":
+            continue
+        retrieval, source = block["retrieval"], block["source"]
+        mode = retrieval.get("default", "itc")
+        out.append(
+            {
+                "name": name,
+                "what": f"{source.get('what', '')}; written by {', '.join(source.get('llm') or ['?'])}",
+                "count": source.get("count"),
+                "mode": mode,
+                "t2i_r1": retrieval[mode]["t2i_r1"],
+                "i2t_r1": retrieval[mode]["i2t_r1"],
+                "itc_t2i_r1": retrieval["itc"]["t2i_r1"],
+                "itc_i2t_r1": retrieval["itc"]["i2t_r1"],
+                "zero_shot_top1": (block.get("zero_shot_descriptions") or {}).get("top1"),
+            }
+        )
+    return out
+
+
+__all__ = [
+    "RANK_KEYS",
+    "RETRIEVAL_KEYS",
+    "SCHEMA",
+    "EvalFileError",
+    "load_eval",
+    "query_set_summaries",
+    "retrieval_modes",
+]

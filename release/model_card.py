@@ -16,7 +16,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from wvlp.evaluation.schema import RANK_KEYS, RETRIEVAL_KEYS, load_eval, retrieval_modes
+from wvlp.evaluation.schema import RANK_KEYS, RETRIEVAL_KEYS, load_eval, query_set_summaries, retrieval_modes
 
 TEMPLATE_PATH = Path(__file__).with_name("model_card.md")
 LICENSE = "apache-2.0"
@@ -161,6 +161,19 @@ def _eval_section(ev: Mapping[str, Any]) -> dict[str, Any]:
         for key in RANK_KEYS:
             if values.get(key) is not None:
                 rows.append((f"{key.replace('_', ' ')} ({tag})", _rank(values[key])))
+    for q in query_set_summaries(metrics):
+        rows.append(
+            (
+                f"query set `{q['name']}` ({q['count']} texts; {q['what']}): R@1 text->image / image->text "
+                f"({q['mode']}; ITC)",
+                f"{_percent(q['t2i_r1'])} / {_percent(q['i2t_r1'])} ({_percent(q['itc_t2i_r1'])} / "
+                f"{_percent(q['itc_i2t_r1'])})",
+            )
+        )
+        if q["zero_shot_top1"] is not None:
+            rows.append(
+                (f"query set `{q['name']}`: description-ensemble zero-shot top-1", _percent(q["zero_shot_top1"]))
+            )
     probe = metrics.get("linear_probe") or {}
     if probe.get("top1") is not None:
         samples = probe.get("train_samples")

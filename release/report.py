@@ -7,7 +7,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from wvlp.evaluation.schema import retrieval_modes
+from wvlp.evaluation.schema import query_set_summaries, retrieval_modes
 
 
 def _pct(value: float | None) -> str:
@@ -55,6 +55,17 @@ def summary_rows(train_metrics: dict, evals: Sequence[dict]) -> list[tuple[str, 
                     )
                 )
                 rows.append((f"image->text R@1/5/10, {label}", " / ".join(_pct(r[f"i2t_r{k}"]) for k in (1, 5, 10))))
+        for q in query_set_summaries(metrics):
+            rows.append(
+                (
+                    f"query set {q['name']} ({q['count']} texts: {q['what']}): t->i / i->t R@1 {q['mode']}, "
+                    "ITC; description-ensemble zero-shot top-1",
+                    f"{_pct(q['t2i_r1'])} / {_pct(q['i2t_r1'])}, {_pct(q['itc_t2i_r1'])} / {_pct(q['itc_i2t_r1'])}; "
+                    f"{_pct(q['zero_shot_top1'])}",
+                )
+            )
+        for name, why in (metrics.get("query_sets") or {}).get("skipped", {}).items():
+            rows.append((f"query set {name}", f"not evaluated: {why}"))
     return rows
 
 

@@ -47,7 +47,14 @@ def test_wvlp_evaluate_writes_the_eval_json(saved_model, tmp_path, capsys):
         record["command"].startswith("wvlp evaluate --model ") and "--holdout-classes Bag,Sandal" in record["command"]
     )
     metrics = record["metrics"]
-    assert set(metrics) == {"zero_shot", "zero_shot_descriptions", "retrieval", "linear_probe"}
+    assert set(metrics) == {"zero_shot", "zero_shot_descriptions", "retrieval", "linear_probe", "query_sets"}
+    query_sets = metrics["query_sets"]
+    assert set(query_sets) == {"same-llm-heldout", "cupl", "skipped"} and set(query_sets["skipped"]) == {"cross-llm"}
+    # The held-out set is the main block's queries; CuPL covers the nine mapped classes present in the images.
+    assert query_sets["same-llm-heldout"]["retrieval"]["itc"] == metrics["retrieval"]["itc"]
+    assert query_sets["same-llm-heldout"]["source"]["count"] == data["num_texts"]
+    assert query_sets["cupl"]["source"]["llm"] == ["GPT-3 (CuPL)"] and query_sets["cupl"]["source"]["count"] > 100
+    assert set(query_sets["cupl"]["retrieval"]) >= {"itc", "itm", "fused", "default"}
     zero_shot = metrics["zero_shot"]
     assert set(zero_shot) == {"top1", "top5", "per_class", "seen_top1", "unseen_top1", "harmonic"}
     assert list(zero_shot["per_class"])[0] == "T-shirt/top" and len(zero_shot["per_class"]) == 10
@@ -96,7 +103,8 @@ def test_wvlp_evaluate_writes_the_eval_json(saved_model, tmp_path, capsys):
         ]
     )
     record = json.loads(only.read_text())
-    assert set(record["metrics"]) == {"retrieval"} and "itm" not in record["metrics"]["retrieval"]
+    assert set(record["metrics"]) == {"retrieval", "query_sets"} and "itm" not in record["metrics"]["retrieval"]
+    assert "itm" not in record["metrics"]["query_sets"]["cupl"]["retrieval"]
     assert record["metrics"]["retrieval"]["default"] == "itc" and "fused" not in record["metrics"]["retrieval"]
     assert record["data"]["num_images"] == 8 and record["data"]["templates_file"] is None
 

@@ -13,6 +13,8 @@ from datasets import Features
 from huggingface_hub import DatasetCard
 
 from wvlp.data.pipeline import DescribeConfig, run_describe
+from wvlp.data.query_sets import cupl_queries
+from wvlp.data.sources import FashionMNISTSource
 
 from tests.openai_server import OpenAIStubServer
 
@@ -29,18 +31,24 @@ KNOWLEDGE = [
 ]
 
 
+CUPL_QUERIES = [
+    row["text"] for row in cupl_queries([c.name for c in sorted(FashionMNISTSource().classes, key=lambda c: c.label)])
+]
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("describe")
     corpus_file = tmp / "knowledge.txt"
-    corpus_file.write_text("\n".join(KNOWLEDGE))
+    # Two CuPL query sentences among the knowledge: `holdout_query_sets` must keep them out of the index.
+    corpus_file.write_text("\n".join(KNOWLEDGE + [CUPL_QUERIES[0], CUPL_QUERIES[-1]]))
     with OpenAIStubServer(latency_s=0.005) as server:
         config = DescribeConfig(
             output=str(tmp / "corpus"),
             llm={"type": "server", "base_url": server.base_url, "concurrency": 8},
             samples_per_prompt=2,
             max_images_per_split=30,
-            knowledge={"sources": [{"text_file": str(corpus_file)}], "k": 2},
+            knowledge={"sources": [{"text_file": str(corpus_file)}], "k": 2, "holdout_query_sets": ["cupl"]},
             cleaning={"min_similarity": 0.0},
         )
         folder = run_describe(config)
@@ -132,10 +140,13 @@ def test_describe_generated_every_key_once_with_provenance(corpus):
         assert row["llm"] and row["llm_revision"] and json.loads(row["decoding"])["max_new_tokens"] == 48
         assert row["class_id"] and row["class_id"] != row["class_name"]
         assert len(row["knowledge_texts"]) == 2 and row["text"] not in row["knowledge_texts"]
+        assert not set(row["knowledge_texts"]) & set(CUPL_QUERIES)
         assert row["knowledge_scores"] == sorted(row["knowledge_scores"], reverse=True)
         assert abs(np.linalg.norm(row["teacher_embedding"]) - 1) < 0.01
     card = (folder / "README.md").read_text()
     assert "would be truncated" in card and "Dropped by reason" in card
+    assert stats["knowledge"]["held_out_query_sentences"] == 2
+    assert stats["knowledge"]["corpus_size"] == len(set(KNOWLEDGE))
     quality = stats["quality"]
     assert sum(row["count"] for row in quality["per_class"].values()) == stats["kept"]
     assert 0 <= quality["nearest_prompt_accuracy"] <= 1 and 0 < quality["distinct_1"] <= 1

@@ -148,6 +148,48 @@ def test_model_card_yaml_carries_the_numbers(tmp_path):
         assert fragment in text, fragment
 
 
+def test_model_card_names_every_retrieval_mode_and_query_set(tmp_path):
+    record = copy.deepcopy(EVAL)
+    retrieval = record["metrics"]["retrieval"]
+    retrieval["fused"] = {**retrieval["itc"], "t2i_r1": 0.4567}
+    retrieval["fusion"] = {
+        "i2t": {"itc_weight": 1.0, "k": 4},
+        "t2i": {"itc_weight": 0.75, "k": 8},
+        "chosen_on": {"split": "train", "num_images": 1000, "num_texts": 300, "tried": {}},
+    }
+    retrieval["default"] = "fused"
+    cupl = {"itm_k": 16, "itc": dict(retrieval["itc"]), "default": "itc"}
+    cupl["itc"]["t2i_r1"] = 0.1234
+    record["metrics"]["query_sets"] = {
+        "cupl": {
+            "source": {"what": "CuPL GPT-3 descriptions", "llm": ["GPT-3 (CuPL)"], "count": 908},
+            "retrieval": cupl,
+            "zero_shot_descriptions": {"top1": 0.4321, "top5": 0.9},
+        },
+        "skipped": {"cross-llm": "no queries config"},
+    }
+    load_eval(record)
+    card = render_model_card([record], model_id="org/wvlp", dataset_id="org/d", space_id="org/s", model_config={})
+    text = card.text
+    fused_label = "ITC+ITM fused (i2t w=1 k=4; t2i w=0.75 k=8; chosen on train), default"
+    assert f"text-to-image R@1 ({fused_label}) | 45.67%" in text
+    rows = [
+        text.index(f"text-to-image R@1 ({mode})")
+        for mode in (fused_label, "ITC", "ITM-only re-rank of the top 16 (ALBEF)")
+    ]
+    assert rows == sorted(rows)  # the default first, then ITC, then ALBEF's ITM-only re-rank
+    assert "query set `cupl` (908 texts; CuPL GPT-3 descriptions; written by GPT-3 (CuPL))" in text
+    assert "12.34%" in text and "43.21%" in text
+    bad = copy.deepcopy(record)
+    del bad["metrics"]["query_sets"]["cupl"]["source"]
+    with pytest.raises(EvalFileError, match=r"metrics\.query_sets\.cupl must be a mapping with a 'source'"):
+        load_eval(bad)
+    bad = copy.deepcopy(record)
+    bad["metrics"]["query_sets"]["cupl"]["retrieval"]["default"] = "fused"
+    with pytest.raises(EvalFileError, match=r"query_sets\.cupl\.retrieval\.default is 'fused'"):
+        load_eval(bad)
+
+
 def test_eval_json_errors_name_the_field(tmp_path):
     bad = copy.deepcopy(EVAL)
     bad["metrics"]["zero_shot"]["top1"] = 61.23  # percent instead of a fraction
