@@ -5,6 +5,7 @@ Three configs, loadable with `load_dataset(folder, name)` and no project code:
 - `descriptions` (train/test): one row per cleaned description, with provenance, retrieved knowledge and the
   frozen text teacher's embedding. Test holds out a fixed share of every category's descriptions.
 - `raw_generations` (train): every LLM response as generated, with the reason it was dropped (if it was).
+- `queries` (cross_llm), only with a query describer: descriptions by another LLM, for evaluation only.
 
 Why descriptions are their own table and not a column of the image rows: every image of a category shares the
 category's pool, so a per-image copy (or one row per image-description pair) multiplies the text by the number of
@@ -69,6 +70,7 @@ def features_for(classes: Sequence[ClassInfo], teacher_dim: int) -> dict[str, da
                 "teacher_embedding": datasets.List(datasets.Value("float16"), length=teacher_dim),
             }
         ),
+        "queries": datasets.Features({**PROVENANCE_FIELDS, "label": label, "text": datasets.Value("string")}),
         "raw_generations": datasets.Features(
             {
                 **PROVENANCE_FIELDS,
@@ -209,8 +211,9 @@ def write_corpus(
     max_rows_per_shard: int = 20_000,
     num_proc: int | None = None,
     stats: dict | None = None,
+    queries: list[dict] | None = None,
 ) -> Path:
-    """Writes the three configs, the card and `stats.json` into `output_dir`, atomically: written aside, then renamed.
+    """Writes the three configs (four with `queries`), the card and `stats.json` into `output_dir`, atomically: written aside, then renamed.
 
     `output_dir` must be absent, empty or a corpus this project wrote (anything else is refused, untouched). The
     card and `stats["skipped_images"]` list every image the source could not read or that could not be stored.
@@ -254,6 +257,9 @@ def write_corpus(
         rows = [r for r, h in zip(description_rows, heldout) if h == wanted]
         add("descriptions", split, _from_rows(rows, features["descriptions"]))
     add("raw_generations", "train", _from_rows([_raw_row(r) for r in raw_generations], features["raw_generations"]))
+    if queries:
+        rows = [{**_provenance(r), "label": r["label"], "text": r["text"]} for r in queries]
+        add("queries", "cross_llm", _from_rows(rows, features["queries"]))
 
     card = dataset_card(
         configs, features, infos, card_text.rstrip("\n") + "\n\n" + skipped_section(skipped), card_metadata
