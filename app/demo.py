@@ -166,6 +166,7 @@ def run_demo(output: str | Path = "out/fashion-mnist", scale: str = "full", org:
         scale=scale,
         release_dir=release_dir,
         compute_md=compute_md if plan.compute_steps else None,
+        corpus_dir=corpus,
     )
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -67,13 +67,16 @@ def test_evaluation_and_report(demo_dir):
     assert 0.2 < zero_shot["metrics"]["zero_shot"]["top1"] <= 1.0
     assert zero_shot["metrics"]["linear_probe"]["train_samples"] == 2000
     ranking = retrieval["metrics"]["retrieval"]
-    assert set(ranking) >= {"itc", "itm"} and ranking["itm_k"] == 8
+    assert set(ranking) >= {"itc", "itm", "fused"} and ranking["itm_k"] == 8
+    assert ranking["default"] == "fused" and ranking["fusion"]["chosen_on"]["split"] == "train"
+    assert {"same-llm-heldout", "cupl"} <= set(retrieval["metrics"]["query_sets"])  # CuPL held out of knowledge
     report = (out / "report" / "report.md").read_text()
     assert report.index("zero_shot_curve.png") < report.index("loss_")  # the learning curve leads the figures
     for png in ("confusion", "retrieval_examples", "loss_"):
         assert any(png in p.name for p in (out / "report").glob("*.png")), png
-    for name in ("zero-shot top-1", "linear probe", "text->image R@1/5/10"):
+    for name in ("zero-shot top-1", "linear probe", "text->image R@1/5/10", "query set cupl"):
         assert name in report and name in stdout  # the same table is printed at the end and written
+    assert "## The descriptions" in report and "| **all** |" in report and "- **Ankle boot**: “" in report
 
 
 def test_release_folders(demo_dir):
