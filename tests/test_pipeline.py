@@ -14,7 +14,7 @@ from huggingface_hub import DatasetCard
 
 from wvlp.data.pipeline import DescribeConfig, run_describe
 
-from tests.openai_server import OpenAIStubServer
+from tests.openai_server import OpenAIStubServer, describing_reply
 
 KNOWLEDGE = [
     "a shirt is a garment worn on the upper body with sleeves and a collar",
@@ -34,7 +34,7 @@ def corpus(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("describe")
     corpus_file = tmp / "knowledge.txt"
     corpus_file.write_text("\n".join(KNOWLEDGE))
-    with OpenAIStubServer(latency_s=0.005) as server:
+    with OpenAIStubServer(latency_s=0.005, reply=describing_reply) as server:
         config = DescribeConfig(
             output=str(tmp / "corpus"),
             llm={"type": "server", "base_url": server.base_url, "concurrency": 8},
@@ -144,7 +144,7 @@ def test_describe_generated_every_key_once_with_provenance(corpus):
 
 def test_rerun_reuses_the_cache(corpus):
     folder, _, tmp = corpus
-    with OpenAIStubServer() as server:
+    with OpenAIStubServer(reply=describing_reply) as server:
         config = DescribeConfig(
             output=str(folder),
             llm={"type": "server", "base_url": server.base_url},
