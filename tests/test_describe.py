@@ -340,6 +340,7 @@ def test_clean_descriptions_drop_reasons(tmp_path, classes, embedder):
         (boot, "AN ANKLE BOOT is a short leather boot that covers the ankle!!", "duplicate"),
         (boot, None, "error"),
         (boot, "<|im_start|>assistant\n<|im_end|>", "empty"),
+        (boot, "<start_of_turn>user\nDescribe the ankle boot.<end_of_turn>", "echo"),
         (boot, "I'm sorry, but I cannot describe this item.", "refusal"),
         (boot, "Une bottine en cuir noir avec un talon bas et une fermeture sur le côté.", "non_english"),
         (boot, "Black boot.", "too_short"),
@@ -364,8 +365,8 @@ def test_clean_descriptions_drop_reasons(tmp_path, classes, embedder):
     assert kept[0]["raw_text"] == inputs[0][1] and kept[0]["description_id"] == records[0]["description_id"]
     expected = {reason: 1 for _, _, reason in inputs if reason}
     assert stats["dropped"] == {reason: expected.get(reason, 0) for reason in DROP_REASONS}
-    assert stats["total"] == 13 and stats["kept"] == 5 and stats["kept"] + sum(stats["dropped"].values()) == 13
-    assert stats["per_class"][boot.class_id]["kept"] == 3 and stats["per_class"][boot.class_id]["total"] == 11
+    assert stats["total"] == 14 and stats["kept"] == 5 and stats["kept"] + sum(stats["dropped"].values()) == 14
+    assert stats["per_class"][boot.class_id]["kept"] == 3 and stats["per_class"][boot.class_id]["total"] == 12
     assert stats["per_class"][boot.class_id]["dropped"]["off_topic"] == 1
     assert stats["per_class"][bag.class_id] == {
         "label": 8,
@@ -381,6 +382,50 @@ def test_clean_descriptions_drop_reasons(tmp_path, classes, embedder):
     assert len(without_embedder) == 6 and no_embedder_stats["dropped"]["off_topic"] == 0
     path = write_stats(stats, tmp_path / "out" / "stats.json")
     assert json.loads(path.read_text())["dropped"] == stats["dropped"]
+
+
+SYSTEM = (
+    "You write short, concrete, visual descriptions of things that can appear in a photo. "
+    "Answer in one to three plain English sentences, with no lists, headings or introduction."
+)
+
+
+def test_echoed_prompts_and_turn_markers_are_dropped_as_echo(classes):
+    boot = classes[9]
+    question = "Describe the shape, size and colours the ankle boot usually has."
+    echoes = [
+        "<start_of_turn>user\nDescribe the ankle boot.<end_of_turn>\n<start_of_turn>model\nAn ankle boot is short.",
+        "<|im_start|>system\nYou write short descriptions of things in photos.<|im_end|>",
+        "### Instruction:\nDescribe the ankle boot.\n\n### Response:\nAn ankle boot is short and made of leather.",
+        "User: describe the ankle boot for me please",
+        SYSTEM,  # the system prompt repeated
+        "Answer in one to three plain English sentences, with no lists.",  # a piece of it
+        "An ankle boot is a short boot. You write short, concrete, visual descriptions of things that can appear "
+        "in a photo.",
+        question,  # the question alone: nothing left once the leading echo is stripped
+        f"An ankle boot is short. {question}",  # the question again after an answer
+    ]
+    answers = [
+        f"{question} An ankle boot is short and made of brown leather.",  # a leading echo is stripped and kept
+        "<start_of_turn>model\nAn ankle boot is a short boot that covers the ankle.<end_of_turn>",
+        "An ankle boot is short and made of leather.<|im_end|>\n<|im_start|>user\nAnother one?",
+        "An ankle boot has a low heel and a side zip, often in black leather.",
+    ]
+    records = []
+    for i, raw in enumerate(echoes + answers):
+        record = make_record(boot, raw, index=i)
+        records.append({**record, "prompt": question, "system_prompt": SYSTEM})
+    kept, stats = clean_descriptions(records, classes)
+    reasons = {d["description_id"]: d["reason"] for d in stats["drops"]}
+    assert [reasons.get(r["description_id"]) for r in records] == ["echo"] * len(echoes) + [None] * len(answers)
+    assert stats["dropped"]["echo"] == len(echoes) and list(DROP_REASONS).index("echo") == 2
+    assert [r["text"] for r in kept][:2] == [
+        "An ankle boot is short and made of brown leather.",
+        "An ankle boot is a short boot that covers the ankle.",
+    ]
+    # A record cached before the system prompt was recorded is still checked for markers and the question.
+    old = {k: v for k, v in records[0].items() if k != "system_prompt"}
+    assert clean_descriptions([old], classes)[1]["dropped"]["echo"] == 1
 
 
 def test_clean_descriptions_drops_confusable_descriptions(classes, embedder):
