@@ -14,7 +14,14 @@ import pytest
 import yaml
 
 from wvlp.data.clean import DROP_REASONS, clean_descriptions, clean_text, write_stats
-from wvlp.data.generate import GenerationCache, description_id, generate_descriptions, generation_key, request_seed
+from wvlp.data.generate import (
+    DECODING_DEFAULTS,
+    GenerationCache,
+    description_id,
+    generate_descriptions,
+    generation_key,
+    request_seed,
+)
 from wvlp.data.llm import ServerBackend
 from wvlp.data.prompts import PromptTemplate, load_prompts, render, render_user_prompt
 from wvlp.data.sources import FashionMNISTSource
@@ -282,7 +289,7 @@ def test_resume_after_sigkill(tmp_path, classes, prompts):
     assert len(keys) == len(set(keys)) == len(expected)
     record = records[0]
     assert PROVENANCE <= set(record)
-    assert record["llm"] == "stub" and record["decoding"] == DECODING
+    assert record["llm"] == "stub" and record["decoding"] == {**DECODING_DEFAULTS, **DECODING}
     assert record["seed"] == request_seed(11, record["key"]) and record["base_seed"] == 11
     assert record["description_id"] == description_id(record["key"]) and record["created_at"].endswith("+00:00")
 
