@@ -12,7 +12,9 @@ The answer is the last user message echoed back (`"echo: <message>"`), so it is 
 
 An outage: `down_after=n` answers n chat requests, then goes down as the next one arrives (that one and every
 later request on an open connection is closed unanswered, new connections are refused) and comes back on the same
-port after `down_for_s` (never, when None: call `come_back()`). `go_down()` starts one by hand.
+port after `down_for_s` (never, when None: call `come_back()`). `go_down()` starts one by hand. With
+`outage="503"` the server stays up but answers everything with HTTP 503 "Loading model", as llama.cpp does while
+it loads a model.
 
 Each request gets an outcome, decided in this order:
 
@@ -44,6 +46,7 @@ from typing import Any
 
 CHAT_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
+_LOADING = {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}
 
 
 @dataclass
@@ -120,6 +123,7 @@ class OpenAIStubServer:
         reply: Callable[[str | None, Any], str | None] | None = None,
         down_after: int | None = None,
         down_for_s: float | None = None,
+        outage: str = "refuse",
     ):
         self.latency_s = latency_s
         self.fault_rates = dict(fault_rates or {})
@@ -135,6 +139,9 @@ class OpenAIStubServer:
         self.reply = reply
         self.down_after = down_after
         self.down_for_s = down_for_s
+        if outage not in ("refuse", "503"):
+            raise ValueError(f"outage must be 'refuse' or '503', got {outage!r}")
+        self.outage = outage
         self.outages = 0  # how many times the server went down
         self._down = False
         self._port: int | None = None
@@ -209,7 +216,8 @@ class OpenAIStubServer:
         self._shut(for_s)
 
     def _shut(self, for_s: float | None) -> None:
-        self._unlisten()
+        if self.outage == "refuse":
+            self._unlisten()
         if for_s is not None:
             self._timer = threading.Timer(for_s, self.come_back)
             self._timer.daemon = True
@@ -220,7 +228,8 @@ class OpenAIStubServer:
         with self._lock:
             if not self._down or self._stop.is_set():
                 return
-        self._listen(self._port)
+        if self.outage == "refuse":
+            self._listen(self._port)
         self._down = False
 
     def close(self) -> None:
@@ -265,7 +274,9 @@ class OpenAIStubServer:
                     handler.path, None, dict(handler.headers.items()), "down" if down else "ok", None, time.time()
                 )
             )
-        if down:
+        if down and self.outage == "503":
+            self._send_json(handler, 503, _LOADING)
+        elif down:
             handler.close_connection = True
         elif handler.path == MODELS_PATH:
             entry = {"id": self.model, "object": "model", "created": 1700000000, "owned_by": self.owned_by}
@@ -301,7 +312,10 @@ class OpenAIStubServer:
                 self._requests.append(
                     RecordedRequest(handler.path, body, dict(handler.headers.items()), "down", prompt, time.time())
                 )
-            handler.close_connection = True
+            if self.outage == "503":
+                self._send_json(handler, 503, _LOADING)
+            else:
+                handler.close_connection = True
             return
         outcome = self._outcome(prompt) if handler.path == CHAT_PATH else "404"
         with self._lock:

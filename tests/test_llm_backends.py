@@ -366,3 +366,21 @@ def test_an_outage_past_the_patience_fails_the_rest_without_sending(token):
     window = 2 * backend.concurrency + 16
     unsent = [r for r in failed if r.error.startswith("not sent:") and r.attempts == 0]
     assert len(unsent) >= 60 - len(ok) - window
+
+
+def test_a_server_answering_503_while_it_reloads_is_waited_for(token):
+    """llama.cpp answers every request with 503 "Loading model" while it loads: no connection error to see."""
+    with OpenAIStubServer(down_after=2, down_for_s=1.0, outage="503") as server:
+        backend = ServerBackend(server.base_url, concurrency=2, max_retries=1, server_patience_s=20, **FAST)
+        results = run(backend, [GenerationRequest(f"k{i}", chat(f"p{i}")) for i in range(8)])
+        answered_503 = [r for r in server.requests if r.outcome == "down"]
+        polls = server.get_requests
+    assert all(r.error is None for r in results.values()), [r.error for r in results.values() if r.error]
+    assert answered_503 and len(polls) >= 3  # the preflight, polls answered 503, the one that found it ready
+    assert {r.outcome for r in polls[1:-1]} == {"down"} and polls[-1].outcome == "ok"
+    with OpenAIStubServer(down_after=2, outage="503") as server:  # never ready again, no patience
+        backend = ServerBackend(server.base_url, concurrency=1, max_retries=1, **FAST)
+        results = run(backend, [GenerationRequest(f"k{i}", chat(f"p{i}")) for i in range(30)])
+    failed = [r for r in results.values() if r.error]
+    assert len(failed) == 28 and all("llm.server_patience_s" in r.error for r in failed)
+    assert any("HTTP 503" in r.error for r in failed)  # the request that used up its retries says why

@@ -32,11 +32,23 @@ class _ForeignOriginError(Exception):
 
 
 class _AttemptError(Exception):
-    """One failed attempt: whether to retry, whether it was transport-level, and a token-free message."""
+    """One failed attempt: whether to retry, whether it was transport-level, and a token-free message.
 
-    def __init__(self, message: str, retryable: bool, transport: bool = False, retry_after: float | None = None):
+    `unavailable`: the server itself is gone or not ready (no connection, or HTTP 503 as llama.cpp answers while it
+    loads a model), so the request waits for the server rather than using its retries.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        retryable: bool,
+        transport: bool = False,
+        retry_after: float | None = None,
+        unavailable: bool | None = None,
+    ):
         super().__init__(message)
         self.retryable, self.transport, self.retry_after = retryable, transport, retry_after
+        self.unavailable = transport if unavailable is None else unavailable
 
 
 _HUB_HOSTS = ("huggingface.co", "hf.co")
@@ -123,9 +135,10 @@ class ServerBackend:
     timeouts, HTTP 408/429/5xx and malformed responses; any other 4xx is reported at once. A reply whose content is
     null is a result (an empty text), not a fault.
 
-    When requests fail with connection errors, they wait for the server: `GET <base_url>/models` is polled until it
-    answers, for up to `server_patience_s` from the first failure; attempts that failed while the server was down do
-    not count against `max_retries`. A server still down after that (or, with no patience, after a request used up
+    When requests fail with connection errors or HTTP 503 (llama.cpp's answer while it loads a model), they wait
+    for the server: `GET <base_url>/models` is polled until it answers with anything but a 503, for up to
+    `server_patience_s` from the first failure (the preflight waits the same way); attempts that failed while the
+    server was down do not count against `max_retries`. A server still down after that (or, with no patience, after a request used up
     its retries) counts as gone: the requests left are reported failed without being sent, so a run ends in seconds
     rather than after every request's retries, and a rerun asks for exactly those.
 
@@ -280,6 +293,10 @@ class ServerBackend:
                 problem = f"is unreachable after {attempts} attempts: {message} (GET {url})"
                 retryable = attempts <= self.max_retries
             else:
+                if response.status_code == 503 and time.monotonic() < deadline:
+                    # Still loading its model (llama.cpp): within the patience, wait for it to be ready.
+                    await asyncio.sleep(min(self._poll_s, max(0.0, deadline - time.monotonic())))
+                    continue
                 try:
                     payload = response.json() if response.status_code < 400 else None
                 except ValueError:  # not JSON: the server is there, it just does not describe its model
@@ -299,12 +316,12 @@ class ServerBackend:
         return min(self.backoff_max_s, max(0.05, 2 * self.backoff_base_s))
 
     async def _answers(self, http: Any) -> bool:
-        """Whether GET `<base_url>/models` gets any HTTP answer within the connect timeout."""
+        """Whether GET `<base_url>/models` gets an HTTP answer other than 503 within the connect timeout."""
         import httpx
 
         try:
-            async with http.stream("GET", self._models_url, timeout=httpx.Timeout(self.connect_timeout_s)):
-                return True
+            async with http.stream("GET", self._models_url, timeout=httpx.Timeout(self.connect_timeout_s)) as response:
+                return response.status_code != 503  # llama.cpp answers 503 to everything while it loads
         except Exception:  # refused, reset, silent: not back
             return False
 
@@ -397,7 +414,7 @@ class ServerBackend:
             except _AttemptError as err:
                 last = err
             counted += 1
-            if last.transport and last.retryable and (self.server_patience_s > 0 or counted > self.max_retries):
+            if last.unavailable and last.retryable and (self.server_patience_s > 0 or counted > self.max_retries):
                 back = await self._server_back(state, http)
                 if back is False:
                     gone = f"; {state.down}"
@@ -474,7 +491,7 @@ class ServerBackend:
             header = response.headers.get("retry-after", "")
             retry_after = float(header) if header.strip().isdigit() else None
             message = f"HTTP {status}: {response.reason_phrase} from POST {self._chat_url}: {_error_detail(response)}"
-            raise _AttemptError(self._redact(message), retryable, retry_after=retry_after)
+            raise _AttemptError(self._redact(message), retryable, retry_after=retry_after, unavailable=status == 503)
         try:
             output = response.json()
         except ValueError as err:  # the body was not JSON (json.JSONDecodeError, UnicodeDecodeError)
