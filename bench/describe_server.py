@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def measure(base_url: str, concurrency: int, n: int) -> tuple[float, float]:
     """(wall seconds, client CPU seconds) to complete `n` requests at `concurrency`; all must succeed."""
-    backend = ServerBackend(base_url, model="stub", concurrency=concurrency, timeout_s=30, max_retries=0)
+    backend = ServerBackend(base_url, model="stub", concurrency=concurrency, read_timeout_s=30, max_retries=0)
     requests = [
         GenerationRequest(f"k{i}", [{"role": "user", "content": f"describe item {i}"}], seed=i) for i in range(n)
     ]

@@ -2,8 +2,8 @@
 
 `clean_text` cuts a raw response down to the description (chat artefacts, preambles, prompt echo and markdown
 removed); `clean_descriptions` applies it to every generated record and drops, under exactly one reason each,
-errors, empty texts, refusals, non-English, lengths out of range, off-topic texts and duplicates; `write_stats`
-saves the counts.
+errors, empty texts, echoed prompts and turn markers, refusals, non-English, lengths out of range, off-topic texts
+and duplicates; `write_stats` saves the counts.
 """
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ import numpy as np
 from wvlp.common.safe_io import atomic_write_text
 from wvlp.data.sources import ClassInfo
 
+# In the order the checks run: a record is counted under the first that drops it.
 DROP_REASONS = (
     "error",
     "empty",
+    "echo",
     "refusal",
     "non_english",
     "too_short",
@@ -33,12 +35,29 @@ DROP_REASONS = (
 )
 
 
-_LEADING_TOKENS = re.compile(r"^\s*(?:(?:<\|[^|>]{1,40}\|>|<s>|\[INST\])\s*(?:assistant|model)?\s*)+", re.IGNORECASE)
+_LEADING_TOKENS = re.compile(
+    r"^\s*(?:(?:<\|[^|>]{1,40}\|>|<s>|<bos>|<start_of_turn>|\[INST\])\s*(?:assistant|model)?\s*)+", re.IGNORECASE
+)
 # After the answer, a special token or a role label at a line start opens the next turn: cut there.
 _NEXT_TURN = re.compile(
-    r"<\|[^|>]{1,40}\|>|</s>|\[/?INST\]|<</?SYS>>|\n\s*(?:user|human|system|assistant|###\s*instruction)\s*:",
+    r"<\|[^|>]{1,40}\|>|</s>|<(?:start|end)_of_turn>|<eos>|\[/?INST\]|<</?SYS>>|"
+    r"\n\s*(?:user|human|system|assistant|###\s*instruction)\s*:",
     re.IGNORECASE,
 )
+# A reply that opens a user or system turn or an instruction block is the model writing out the prompt: an echo.
+_PROMPT_TURN = re.compile(
+    r"^\s*(?:<bos>\s*)?(?:(?:<start_of_turn>|<\|im_start\|>|<\|start_header_id\|>)\s*(?:user|system|human)\b|"
+    r"<\|(?:user|system|prompter)\|>|\[INST\]|<<SYS>>|#{2,}\s*(?:instruction|input|system|user)\b|"
+    r"(?:user|human|system)\s*:)",
+    re.IGNORECASE,
+)
+# Chat-template markers that survived cleaning: the text is template residue, not a description.
+_LEFTOVER_MARKER = re.compile(
+    r"<\|[^|>]{1,40}\|>|</?s>|<(?:start|end)_of_turn>|<bos>|<eos>|\[/?INST\]|<</?SYS>>|"
+    r"#{2,}\s*(?:instruction|input|response|system|user)\b|\b(?:start|end)_of_turn\b|\bim_(?:start|end)\b",
+    re.IGNORECASE,
+)
+_ECHO_MIN_WORDS = 4  # a shorter common phrase ("the ankle boot") is no evidence of an echo
 _ROLE_PREFIX = re.compile(r"^\s*(?:assistant|ai|bot|answer|response|description|caption)\s*:\s*", re.IGNORECASE)
 _PREAMBLE = re.compile(
     r"^(?:sure|certainly|of course|absolutely|okay|ok|great question|gladly)(?:[!.,:]+\s*|\s+)", re.IGNORECASE
@@ -158,6 +177,31 @@ def _strip_quotes(text: str) -> str:
     return text
 
 
+def _words(text: str) -> str:
+    return " " + normalize_for_dedup(text) + " "
+
+
+def is_echo(raw: str, text: str, prompt: str | None = None, system: str | None = None) -> bool:
+    """Whether a reply repeats its prompt instead of answering: it opens a user/system turn or an instruction block,
+    its cleaned `text` still holds chat-template markers, repeats a sentence of the `system` prompt (or is a piece of
+    it), or holds the user `prompt`'s question (a leading copy is stripped by `clean_text`, not counted here); an
+    empty `text` is an echo when the `raw` reply was the question alone."""
+    if _PROMPT_TURN.match(raw) or _LEFTOVER_MARKER.search(text):
+        return True
+    cleaned = _words(text)
+    if system and system.strip():
+        sentences = [s for s in _split_sentences(re.sub(r"\s+", " ", system)) if len(_WORD.findall(s)) >= 5]
+        if any(_words(sentence) in cleaned for sentence in sentences):
+            return True
+        if len(_WORD.findall(text)) >= _ECHO_MIN_WORDS and cleaned in _words(system):
+            return True
+    if prompt and prompt.strip():
+        question = _words(prompt.strip().splitlines()[-1])
+        if len(question.split()) >= _ECHO_MIN_WORDS and question in (cleaned if text else _words(raw)):
+            return True
+    return False
+
+
 def is_refusal(text: str) -> bool:
     """Whether `text` declines to answer ("I'm sorry, but...", "As an AI...", "I cannot describe...")."""
     text = text.replace("’", "'")
@@ -203,7 +247,8 @@ def clean_descriptions(
 ) -> tuple[list[dict], dict]:
     """(kept records with a cleaned `text`, stats): every dropped record is counted under one reason.
 
-    Reasons, checked in this order: error, empty, refusal, non_english, too_short, too_long, off_topic (cosine
+    Reasons, checked in this order (`DROP_REASONS`): error, empty, echo (`is_echo`: the reply repeats the system or
+    user prompt, or is chat-template residue), refusal, non_english, too_short, too_long, off_topic (cosine
     similarity to the class's prompt name under `embedder` below `min_similarity`; skipped without an embedder),
     confusable (with `drop_confusable`: nearer another class's prompt name than its own, so it would teach that class),
     duplicate (the same normalised text already kept for the class). Texts are cut to `max_sentences` sentences
@@ -261,8 +306,11 @@ def _first_check(record: dict, cls: ClassInfo, min_words: int, max_words: int, m
     prompt = record.get("prompt") or record.get("template", "").replace("{label}", cls.prompt_name)
     text = clean_text(raw, prompt, max_sentences)
     words = len(text.split())
+    system = record.get("system_prompt")
     if not text:
-        return "empty", text
+        return ("echo" if is_echo(raw, text, prompt, system) else "empty"), text
+    if is_echo(raw, text, prompt, system):
+        return "echo", text
     if is_refusal(text):
         return "refusal", text
     if is_non_english(text):
@@ -344,6 +392,7 @@ __all__ = [
     "DROP_REASONS",
     "clean_descriptions",
     "clean_text",
+    "is_echo",
     "is_non_english",
     "is_refusal",
     "normalize_for_dedup",

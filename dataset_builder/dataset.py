@@ -40,7 +40,10 @@ PROVENANCE_FIELDS = {
     "sample_index": datasets.Value("int32"),
     "llm": datasets.Value("string"),
     "llm_revision": datasets.Value("string"),
-    "decoding": datasets.Value("string"),  # JSON: max_new_tokens, temperature, top_p
+    "llm_server": datasets.Value(
+        "string"
+    ),  # JSON: the server's /v1/models entry of the model (null: local or unknown)
+    "decoding": datasets.Value("string"),  # JSON: max_new_tokens and every sampling parameter sent
     "seed": datasets.Value("int64"),
     "created_at": datasets.Value("string"),
 }
@@ -279,6 +282,8 @@ def _from_rows(rows: list[dict], features: datasets.Features) -> datasets.Datase
 def _provenance(record: dict) -> dict:
     row = {name: record.get(name) for name in PROVENANCE_FIELDS}
     row["decoding"] = json.dumps(record.get("decoding") or {}, sort_keys=True)
+    server = record.get("llm_server")
+    row["llm_server"] = None if server is None else json.dumps(server, sort_keys=True, default=str)
     return row
 
 

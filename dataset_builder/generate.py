@@ -20,12 +20,14 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from wvlp.common.errors import UserInputError
 from wvlp.common.safe_io import ProcessLock
-from wvlp.data.llm import DescriptionBackend, GenerationRequest, GenerationResult
+from wvlp.data.llm import NEUTRAL_SAMPLING, DescriptionBackend, GenerationRequest, GenerationResult
 from wvlp.data.prompts import PromptTemplate, render, render_user_prompt
 from wvlp.data.sources import ClassInfo
 
-DECODING_DEFAULTS = {"max_new_tokens": 64, "temperature": 0.9, "top_p": 0.95}
+# Every sampling parameter a record states: the neutral defaults (NEUTRAL_SAMPLING) are sent and recorded too.
+DECODING_DEFAULTS = {"max_new_tokens": 64, "temperature": 0.9, "top_p": 0.95, **NEUTRAL_SAMPLING}
 # Settings that must match for a cached completion to stand for what this run would have generated.
 _SETTINGS = ("template", "prompt", "llm", "llm_revision", "decoding", "base_seed")
 _KEY_SEPARATOR = "|"
@@ -179,7 +181,32 @@ class GenerationCache:
 # ------------------------------------------------------------------------------------------------ generation
 
 
-def _check_decoding(decoding: dict | None) -> dict:
+class FailedGenerationsError(UserInputError):
+    """Generations failed (e.g. the LLM server went away); the ones that succeeded are in the cache for a rerun."""
+
+    def __init__(self, message: str, failed: int):
+        super().__init__(message)
+        self.failed = failed
+
+
+def check_failures(records: Sequence[dict], cache_path: str | os.PathLike, allowed: int = 0) -> int:
+    """The number of records with an error; more than `allowed` raises `FailedGenerationsError` naming the count."""
+    failed = [r for r in records if r.get("error") is not None]
+    if len(failed) <= allowed:
+        return len(failed)
+    causes = Counter(r["error"] for r in failed).most_common(2)
+    shown = "; ".join(f"{n} x {error[:300]!r}" for error, n in causes)
+    raise FailedGenerationsError(
+        f"{len(failed)} of {len(records)} generations failed ({shown}). The {len(records) - len(failed)} that "
+        f"succeeded are kept in the generation cache {cache_path}: rerun once the LLM works again and only the "
+        f"{len(failed)} failed ones are requested. llm.server_patience_s waits for a restarting server; "
+        f"max_failed_generations (now {allowed}) lets a run finish without up to that many",
+        len(failed),
+    )
+
+
+def resolve_decoding(decoding: dict | None) -> dict:
+    """`decoding` checked and completed with every default, as it is sent and recorded."""
     decoding = dict(decoding or {})
     unknown = sorted(set(decoding) - set(DECODING_DEFAULTS))
     if unknown:
@@ -191,10 +218,28 @@ def _check_decoding(decoding: dict | None) -> dict:
         raise ValueError(f"decoding temperature must be >= 0, got {merged['temperature']!r}")
     if not 0 < float(merged["top_p"]) <= 1:
         raise ValueError(f"decoding top_p must be in (0, 1], got {merged['top_p']!r}")
+    top_k = merged["top_k"]
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not (top_k == -1 or top_k >= 1):
+        raise ValueError(
+            f"decoding top_k must be -1 (no top-k cut) or a positive integer, got {top_k!r} "
+            "(0 is refused because some servers reject it)"
+        )
+    if not 0 <= float(merged["min_p"]) < 1:
+        raise ValueError(f"decoding min_p must be in [0, 1), got {merged['min_p']!r}")
+    if not float(merged["repetition_penalty"]) > 0:
+        raise ValueError(f"decoding repetition_penalty must be > 0 (1: none), got {merged['repetition_penalty']!r}")
+    for name in ("frequency_penalty", "presence_penalty"):
+        if not -2 <= float(merged[name]) <= 2:
+            raise ValueError(f"decoding {name} must be in [-2, 2] (0: none), got {merged[name]!r}")
     return {
         "max_new_tokens": merged["max_new_tokens"],
         "temperature": float(merged["temperature"]),
         "top_p": float(merged["top_p"]),
+        "top_k": top_k,
+        "min_p": float(merged["min_p"]),
+        "repetition_penalty": float(merged["repetition_penalty"]),
+        "frequency_penalty": float(merged["frequency_penalty"]),
+        "presence_penalty": float(merged["presence_penalty"]),
     }
 
 
@@ -225,13 +270,17 @@ def generate_descriptions(
     """One record per (class, prompt, sample), generating only the keys missing from the cache at `cache_path`.
 
     Records are in class, prompt, sample order. A key whose generation failed in this run is returned with `error`
-    set (and `raw_text` None) and is retried by the next run.
+    set (and `raw_text` None) and is retried by the next run (`check_failures` turns such keys into an error).
+    Each record states the whole decoding it was requested with and, as `llm_server`, what the backend's server
+    reported about the model it serves (None for a local backend).
     """
     _check_inputs(classes, prompts, samples_per_prompt)
-    decoding = _check_decoding(decoding)
+    decoding = resolve_decoding(decoding)
     planned: dict[str, dict] = {}
     for cls in classes:
         for template in prompts:
+            messages = render(template, cls, with_gloss)
+            system = next((m["content"] for m in messages if m["role"] == "system"), None)
             for index in range(samples_per_prompt):
                 key = generation_key(cls.class_id, template.id, index)
                 planned[key] = {
@@ -243,13 +292,14 @@ def generate_descriptions(
                     "prompt_id": template.id,
                     "template": template.template,
                     "prompt": render_user_prompt(template, cls, with_gloss),
+                    "system_prompt": system,  # cleaning drops a reply that repeats it
                     "sample_index": index,
                     "llm": backend.name,
                     "llm_revision": backend.revision,
                     "decoding": decoding,
                     "seed": request_seed(seed, key),
                     "base_seed": seed,
-                    "_messages": render(template, cls, with_gloss),
+                    "_messages": messages,
                 }
     with GenerationCache(cache_path) as cache:
         _check_same_classes(cache, planned)
@@ -266,7 +316,8 @@ def generate_descriptions(
             if plan is None:
                 warnings.warn(f"the backend returned a result for unknown key {result.key!r}; ignored", stacklevel=2)
                 return
-            record = _record(plan, result)
+            # Known once the backend has started (its preflight asked the server), so read per result.
+            record = _record({**plan, "llm_server": getattr(backend, "server_model", None)}, result)
             with lock:
                 if record["error"] is None:
                     cache.add(record)
@@ -288,7 +339,8 @@ def generate_descriptions(
         for key, plan in planned.items():
             record = cache.get(key) or failed.get(key)
             if record is None:  # the backend broke its contract of one result per request
-                record = _record(plan, GenerationResult(key, None, error="the backend returned no result", attempts=0))
+                result = GenerationResult(key, None, error="the backend returned no result", attempts=0)
+                record = _record({**plan, "llm_server": getattr(backend, "server_model", None)}, result)
                 cache.add_failure(record)
             # Labels are positions and move when classes are added or removed; the class id does not.
             records.append({**record, "label": plan["label"]})
@@ -348,9 +400,12 @@ def _warn_on_stale(cache: GenerationCache, planned: dict[str, dict]) -> None:
 
 __all__ = [
     "DECODING_DEFAULTS",
+    "FailedGenerationsError",
     "GenerationCache",
+    "check_failures",
     "description_id",
     "generate_descriptions",
     "generation_key",
     "request_seed",
+    "resolve_decoding",
 ]

@@ -490,11 +490,10 @@ class WVLPDemo:
         lines = []
         for template in templates:
             result = results.get(template.id)
-            text = (
-                result.text.strip()
-                if result and result.text
-                else f"_(failed: {result.error if result else 'no answer'})_"
-            )
+            if result is not None and result.text is not None:
+                text = result.text.strip() or "_(empty reply)_"  # a server may answer with null content
+            else:
+                text = f"_(failed: {result.error if result else 'no answer'})_"
             lines.append(f"- **{template.aspect}**: {text}")
         return f"Descriptions of **{label}** ({getattr(self._backend, 'name', 'LLM')}):\n\n" + "\n".join(lines)
 

@@ -14,7 +14,14 @@ import pytest
 import yaml
 
 from wvlp.data.clean import DROP_REASONS, clean_descriptions, clean_text, write_stats
-from wvlp.data.generate import GenerationCache, description_id, generate_descriptions, generation_key, request_seed
+from wvlp.data.generate import (
+    DECODING_DEFAULTS,
+    GenerationCache,
+    description_id,
+    generate_descriptions,
+    generation_key,
+    request_seed,
+)
 from wvlp.data.llm import ServerBackend
 from wvlp.data.prompts import PromptTemplate, load_prompts, render, render_user_prompt
 from wvlp.data.sources import FashionMNISTSource
@@ -175,8 +182,16 @@ def test_rerun_with_other_settings_warns_and_bad_decoding_fails(tmp_path, classe
             classes[:1], prompts[:1], backend, 2, cache, {"temperature": 0.1}, seed=0, progress=False
         )
     assert backend.requested == []  # reused as they are
-    with pytest.raises(ValueError, match=r"unknown decoding key\(s\) \['top_k'\]"):
-        generate_descriptions(classes[:1], prompts[:1], backend, 2, cache, {"top_k": 5}, seed=0, progress=False)
+    with pytest.raises(ValueError, match=r"unknown decoding key\(s\) \['top_a'\]"):
+        generate_descriptions(classes[:1], prompts[:1], backend, 2, cache, {"top_a": 5}, seed=0, progress=False)
+    for bad, message in [
+        ({"top_k": 0}, "top_k must be -1 \\(no top-k cut\\) or a positive integer, got 0"),
+        ({"min_p": 1.5}, "min_p must be in \\[0, 1\\), got 1.5"),
+        ({"repetition_penalty": 0}, "repetition_penalty must be > 0"),
+        ({"presence_penalty": 3}, "presence_penalty must be in \\[-2, 2\\]"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            generate_descriptions(classes[:1], prompts[:1], backend, 2, cache, bad, seed=0, progress=False)
     with pytest.raises(ValueError, match="samples_per_prompt"):
         generate_descriptions(classes[:1], prompts[:1], backend, 0, cache, DECODING, seed=0, progress=False)
 
@@ -274,7 +289,7 @@ def test_resume_after_sigkill(tmp_path, classes, prompts):
     assert len(keys) == len(set(keys)) == len(expected)
     record = records[0]
     assert PROVENANCE <= set(record)
-    assert record["llm"] == "stub" and record["decoding"] == DECODING
+    assert record["llm"] == "stub" and record["decoding"] == {**DECODING_DEFAULTS, **DECODING}
     assert record["seed"] == request_seed(11, record["key"]) and record["base_seed"] == 11
     assert record["description_id"] == description_id(record["key"]) and record["created_at"].endswith("+00:00")
 
@@ -332,6 +347,7 @@ def test_clean_descriptions_drop_reasons(tmp_path, classes, embedder):
         (boot, "AN ANKLE BOOT is a short leather boot that covers the ankle!!", "duplicate"),
         (boot, None, "error"),
         (boot, "<|im_start|>assistant\n<|im_end|>", "empty"),
+        (boot, "<start_of_turn>user\nDescribe the ankle boot.<end_of_turn>", "echo"),
         (boot, "I'm sorry, but I cannot describe this item.", "refusal"),
         (boot, "Une bottine en cuir noir avec un talon bas et une fermeture sur le côté.", "non_english"),
         (boot, "Black boot.", "too_short"),
@@ -356,8 +372,8 @@ def test_clean_descriptions_drop_reasons(tmp_path, classes, embedder):
     assert kept[0]["raw_text"] == inputs[0][1] and kept[0]["description_id"] == records[0]["description_id"]
     expected = {reason: 1 for _, _, reason in inputs if reason}
     assert stats["dropped"] == {reason: expected.get(reason, 0) for reason in DROP_REASONS}
-    assert stats["total"] == 13 and stats["kept"] == 5 and stats["kept"] + sum(stats["dropped"].values()) == 13
-    assert stats["per_class"][boot.class_id]["kept"] == 3 and stats["per_class"][boot.class_id]["total"] == 11
+    assert stats["total"] == 14 and stats["kept"] == 5 and stats["kept"] + sum(stats["dropped"].values()) == 14
+    assert stats["per_class"][boot.class_id]["kept"] == 3 and stats["per_class"][boot.class_id]["total"] == 12
     assert stats["per_class"][boot.class_id]["dropped"]["off_topic"] == 1
     assert stats["per_class"][bag.class_id] == {
         "label": 8,
@@ -373,6 +389,50 @@ def test_clean_descriptions_drop_reasons(tmp_path, classes, embedder):
     assert len(without_embedder) == 6 and no_embedder_stats["dropped"]["off_topic"] == 0
     path = write_stats(stats, tmp_path / "out" / "stats.json")
     assert json.loads(path.read_text())["dropped"] == stats["dropped"]
+
+
+SYSTEM = (
+    "You write short, concrete, visual descriptions of things that can appear in a photo. "
+    "Answer in one to three plain English sentences, with no lists, headings or introduction."
+)
+
+
+def test_echoed_prompts_and_turn_markers_are_dropped_as_echo(classes):
+    boot = classes[9]
+    question = "Describe the shape, size and colours the ankle boot usually has."
+    echoes = [
+        "<start_of_turn>user\nDescribe the ankle boot.<end_of_turn>\n<start_of_turn>model\nAn ankle boot is short.",
+        "<|im_start|>system\nYou write short descriptions of things in photos.<|im_end|>",
+        "### Instruction:\nDescribe the ankle boot.\n\n### Response:\nAn ankle boot is short and made of leather.",
+        "User: describe the ankle boot for me please",
+        SYSTEM,  # the system prompt repeated
+        "Answer in one to three plain English sentences, with no lists.",  # a piece of it
+        "An ankle boot is a short boot. You write short, concrete, visual descriptions of things that can appear "
+        "in a photo.",
+        question,  # the question alone: nothing left once the leading echo is stripped
+        f"An ankle boot is short. {question}",  # the question again after an answer
+    ]
+    answers = [
+        f"{question} An ankle boot is short and made of brown leather.",  # a leading echo is stripped and kept
+        "<start_of_turn>model\nAn ankle boot is a short boot that covers the ankle.<end_of_turn>",
+        "An ankle boot is short and made of leather.<|im_end|>\n<|im_start|>user\nAnother one?",
+        "An ankle boot has a low heel and a side zip, often in black leather.",
+    ]
+    records = []
+    for i, raw in enumerate(echoes + answers):
+        record = make_record(boot, raw, index=i)
+        records.append({**record, "prompt": question, "system_prompt": SYSTEM})
+    kept, stats = clean_descriptions(records, classes)
+    reasons = {d["description_id"]: d["reason"] for d in stats["drops"]}
+    assert [reasons.get(r["description_id"]) for r in records] == ["echo"] * len(echoes) + [None] * len(answers)
+    assert stats["dropped"]["echo"] == len(echoes) and list(DROP_REASONS).index("echo") == 2
+    assert [r["text"] for r in kept][:2] == [
+        "An ankle boot is short and made of brown leather.",
+        "An ankle boot is a short boot that covers the ankle.",
+    ]
+    # A record cached before the system prompt was recorded is still checked for markers and the question.
+    old = {k: v for k, v in records[0].items() if k != "system_prompt"}
+    assert clean_descriptions([old], classes)[1]["dropped"]["echo"] == 1
 
 
 def test_clean_descriptions_drops_confusable_descriptions(classes, embedder):

@@ -1,6 +1,7 @@
 """Fault battery of `wvlp describe`: folders it must never destroy, a shared cache, stale or moved data, bad images,
 bad labels, bad class names and bad config values. Every run goes through a real loopback LLM server."""
 
+import dataclasses
 import io
 import json
 import subprocess
@@ -12,16 +13,18 @@ import datasets
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from PIL import Image
 
+from wvlp.common.errors import USER_ERROR_STATUS
 from wvlp.common.safe_io import MARKER, LockHeldError, UnsafeOutputError
-from wvlp.data.generate import GenerationCache, generate_descriptions, generation_key
+from wvlp.data.generate import DECODING_DEFAULTS, GenerationCache, generate_descriptions, generation_key
 from wvlp.data.pipeline import DescribeConfig, load_describe_config, run_describe
 from wvlp.data.prompts import PromptTemplate
 from wvlp.data.sources import FashionMNISTSource
 
 from tests.helpers import EchoBackend, make_images, png_bytes, save_hf, tree
-from tests.openai_server import OpenAIStubServer
+from tests.openai_server import OpenAIStubServer, describing_reply
 
 SHAPE = PromptTemplate("shape", "Describe the {label}.", "appearance")
 PROMPTS = textwrap.dedent("""
@@ -33,7 +36,7 @@ PROMPTS = textwrap.dedent("""
 
 @pytest.fixture
 def server():
-    with OpenAIStubServer() as stub:
+    with OpenAIStubServer(reply=describing_reply) as stub:
         yield stub
 
 
@@ -320,3 +323,124 @@ def test_yaml_exponent_floats_are_numbers(tmp_path):
     path = tmp_path / "describe.yaml"
     path.write_text("output: out/x\nheldout_fraction: 2e-1\n")  # YAML 1.1 reads this as the string "2e-1"
     assert load_describe_config(path).heldout_fraction == 0.2
+
+
+# ----------------------------------------------------------- a real server: outages, sampling, what it serves
+
+FAST_RETRIES = {"max_retries": 1, "backoff_base_s": 0.01, "backoff_max_s": 0.02, "read_timeout_s": 5}
+
+
+def describe_cli(config: DescribeConfig, tmp_path: Path, capsys) -> tuple[int, str]:
+    """`wvlp describe --config` on `config`: (exit status, stderr)."""
+    from wvlp.cli import main
+
+    path = tmp_path / "describe.yaml"
+    path.write_text(yaml.safe_dump(dataclasses.asdict(config)))
+    try:
+        main(["describe", "--config", str(path)])
+        status = 0
+    except SystemExit as exit_info:
+        status = exit_info.code
+    return status, capsys.readouterr().err
+
+
+def test_an_outage_past_the_retries_fails_the_run_and_a_rerun_completes_it(tmp_path, settings, capsys):
+    images = make_images(tmp_path / "images", {"boot": 1, "coat": 1})  # 2 classes x 2 prompts x 2 samples
+    with OpenAIStubServer(reply=describing_reply, down_after=3) as server:  # down for good after 3 answers
+        llm = {"type": "server", "base_url": server.base_url, "concurrency": 1, **FAST_RETRIES}
+        config = settings(server, {"type": "imagefolder", "root": str(images)}, llm=llm)
+        status, err = describe_cli(config, tmp_path, capsys)
+        assert server.is_down
+        assert status == USER_ERROR_STATUS, err
+        assert "wvlp describe: 5 of 8 generations failed" in err and "The 3 that succeeded are kept" in err, err
+        assert str(tmp_path / "corpus.generations.jsonl") in err and "llm.server_patience_s" in err
+        assert not (tmp_path / "corpus").exists() and not (tmp_path / "corpus.partial").exists()
+        cache = tmp_path / "corpus.generations.jsonl"
+        kept = cache.read_bytes()
+        done = {json.loads(line)["key"] for line in kept.splitlines()}
+        assert len(done) == 3
+
+        server.come_back()
+        before = len(server.requests)
+        corpus = run_describe(config)
+        rerun = server.requests[before:]
+    assert cache.read_bytes().startswith(kept)  # the first run's successes are there, byte for byte
+    records = [json.loads(line) for line in cache.read_text().splitlines()]
+    missing = {(r["prompt"], r["seed"]) for r in records if r["key"] not in done}
+    assert len(rerun) == 5 and {(r.prompt, r.body["seed"]) for r in rerun} == missing  # only the missing ones
+    stats = json.loads((corpus / "stats.json").read_text())
+    assert stats["total"] == 8 and stats["dropped"]["error"] == 0 and stats["failed_generations"] == 0
+
+
+def test_max_failed_generations_lets_a_run_finish_with_that_many(tmp_path, settings, capsys):
+    images = make_images(tmp_path / "images", {"boot": 1, "coat": 1})
+    with OpenAIStubServer(reply=describing_reply, down_after=7) as server:
+        llm = {"type": "server", "base_url": server.base_url, "concurrency": 1, **FAST_RETRIES}
+        source = {"type": "imagefolder", "root": str(images)}
+        corpus = run_describe(settings(server, source, llm=llm, max_failed_generations=1))
+    stats = json.loads((corpus / "stats.json").read_text())
+    assert stats["failed_generations"] == 1 and stats["dropped"]["error"] == 1
+    assert "error: 1" in (corpus / "README.md").read_text()
+
+
+def test_an_outage_shorter_than_the_patience_completes(tmp_path, settings):
+    images = make_images(tmp_path / "images", {"boot": 1, "coat": 1})
+    with OpenAIStubServer(reply=describing_reply, down_after=3, down_for_s=1.0) as server:
+        llm = {
+            "type": "server",
+            "base_url": server.base_url,
+            "concurrency": 2,
+            "server_patience_s": 30,
+            **FAST_RETRIES,
+        }
+        corpus = run_describe(settings(server, {"type": "imagefolder", "root": str(images)}, llm=llm))
+        assert server.outages == 1 and any(r.outcome == "down" for r in server.requests)
+    stats = json.loads((corpus / "stats.json").read_text())
+    assert stats["total"] == 8 and stats["dropped"]["error"] == 0 and stats["failed_generations"] == 0
+
+
+def test_records_state_the_sampling_sent_and_the_model_served(tmp_path, settings):
+    images = make_images(tmp_path / "images", {"boot": 1, "coat": 1})
+    meta = {"n_params": 494032768, "size": 397808192}
+    decoding = {"max_new_tokens": 40, "temperature": 0.6, "top_p": 0.9, "top_k": 20, "min_p": 0.05}
+    with OpenAIStubServer(
+        reply=describing_reply, model="/models/qwen2.5-0.5b.gguf", owned_by="llamacpp", meta=meta
+    ) as (server):
+        llm = {"type": "server", "base_url": server.base_url, "model": "alias"}
+        corpus = run_describe(
+            settings(server, {"type": "imagefolder", "root": str(images)}, llm=llm, decoding=decoding)
+        )
+        bodies = {(r.prompt, r.body["seed"]): r.body for r in server.requests}
+    served = {"id": "/models/qwen2.5-0.5b.gguf", "owned_by": "llamacpp", "meta": meta}
+    records = [json.loads(line) for line in (tmp_path / "corpus.generations.jsonl").read_text().splitlines()]
+    assert len(records) == len(bodies) == 8
+    for record in records:
+        body = bodies[(record["prompt"], record["seed"])]
+        sent = {"max_new_tokens": body["max_tokens"], **{k: body[k] for k in record["decoding"] if k in body}}
+        assert record["decoding"] == sent  # the record claims exactly what went out, and nothing left unsent
+        assert set(record["decoding"]) == set(DECODING_DEFAULTS)
+        assert record["decoding"]["repetition_penalty"] == body["repeat_penalty"] == 1.0
+        assert record["llm"] == "alias" and record["llm_server"] == served
+    stats = json.loads((corpus / "stats.json").read_text())
+    assert stats["llm"] == {"name": "alias", "revision": "alias", "server": served, "decoding": records[0]["decoding"]}
+    raw = datasets.load_dataset(str(corpus), "raw_generations")["train"]
+    assert {json.loads(value) == served for value in raw["llm_server"]} == {True}
+    assert "/models/qwen2.5-0.5b.gguf" in (corpus / "README.md").read_text()
+
+
+def test_a_null_reply_is_counted_as_empty_and_not_retried(tmp_path, settings):
+    images = make_images(tmp_path / "images", {"boot": 1, "coat": 1})
+
+    def reply(prompt: str | None, body: dict) -> str | None:
+        return None if "parts" in (prompt or "") else describing_reply(prompt, body)
+
+    with OpenAIStubServer(reply=reply) as server:
+        llm = {"type": "server", "base_url": server.base_url, "max_retries": 5}
+        corpus = run_describe(settings(server, {"type": "imagefolder", "root": str(images)}, llm=llm))
+        nulls = [r for r in server.requests if "parts" in r.prompt]
+    assert len(nulls) == 4 and len({r.body["seed"] for r in nulls}) == 4  # one request per key: no retry
+    stats = json.loads((corpus / "stats.json").read_text())
+    assert stats["dropped"]["empty"] == 4 and stats["dropped"]["error"] == 0
+    raw = datasets.load_dataset(str(corpus), "raw_generations")["train"]
+    empties = [r for r in raw if r["prompt_id"] == "parts"]
+    assert {(r["raw_text"], r["error"], r["drop_reason"]) for r in empties} == {("", None, "empty")}

@@ -138,7 +138,7 @@ def test_unresponsive_server_is_reported_within_the_connect_timeout(token):
         seen = list(server.requests)
     # Documented bound: connecting, then the first byte of the preflight's answer, each within connect_timeout_s.
     assert backend.connect_timeout_s * 0.9 <= elapsed < 2 * backend.connect_timeout_s, elapsed
-    assert 2 * backend.connect_timeout_s < backend.timeout_s  # sooner than even one chat attempt could time out
+    assert 2 * backend.connect_timeout_s < backend.read_timeout_s  # sooner than even one chat attempt could time out
     message = str(info.value)
     assert backend.base_url in message and "accepted the connection but sent no response" in message, message
     assert f"within {backend.connect_timeout_s:g}s" in message and token not in message
@@ -153,7 +153,7 @@ def test_slow_server_within_the_timeouts_still_works(token):
         backend = ServerBackend(server.base_url, model="stub")  # the shipped defaults, untouched
         # Slower than the preflight may take, well within the per-attempt timeout of a completion.
         server.answer_after_s["POST"] = backend.connect_timeout_s + 1.0
-        assert server.answer_after_s["POST"] < backend.timeout_s / 2
+        assert server.answer_after_s["POST"] < backend.read_timeout_s / 2
         results = run(backend, [GenerationRequest("a", chat("slow but fine"))])
         seen = list(server.requests)
     result = results["a"]
@@ -163,9 +163,41 @@ def test_slow_server_within_the_timeouts_still_works(token):
     assert seen[1].headers["authorization"] == f"Bearer {token}"
 
 
-def test_connect_timeout_setting():
-    backend = build_backend({"type": "server", "base_url": "http://127.0.0.1:9/v1", "connect_timeout_s": 3})
-    assert backend.connect_timeout_s == 3.0 and "connect_timeout_s=3.0" in repr(backend)
-    assert ServerBackend("http://127.0.0.1:9/v1", timeout_s=2).connect_timeout_s == 2.0  # capped by the attempt
+def test_timeout_settings_and_the_former_timeout_s():
+    url = "http://127.0.0.1:9/v1"
+    backend = build_backend({"type": "server", "base_url": url, "connect_timeout_s": 3, "read_timeout_s": 300})
+    assert (backend.connect_timeout_s, backend.read_timeout_s) == (3.0, 300.0)
+    assert "connect_timeout_s=3.0" in repr(backend) and "read_timeout_s=300.0" in repr(backend)
+    # Separate now: a short read timeout no longer shortens connecting, nor a long one lengthens it.
+    assert ServerBackend(url, read_timeout_s=2).connect_timeout_s == 10.0
+    with pytest.warns(FutureWarning, match=r"llm.timeout_s=45 is now called read_timeout_s"):
+        old = build_backend({"type": "server", "base_url": url, "timeout_s": 45})
+    assert old.read_timeout_s == 45.0 and old.connect_timeout_s == 10.0
+    with pytest.raises(ValueError, match=r"llm.timeout_s=45 and llm.read_timeout_s=60 are both set"):
+        build_backend({"type": "server", "base_url": url, "timeout_s": 45, "read_timeout_s": 60})
     with pytest.raises(ValueError, match="connect_timeout_s > 0"):
-        ServerBackend("http://127.0.0.1:9/v1", connect_timeout_s=0)
+        ServerBackend(url, connect_timeout_s=0)
+    with pytest.raises(ValueError, match="read_timeout_s > 0"):
+        ServerBackend(url, read_timeout_s=0)
+    with pytest.raises(ValueError, match="server_patience_s >= 0"):
+        ServerBackend(url, server_patience_s=-1)
+
+
+def test_read_and_connect_timeouts_apply_separately(token):
+    """An answer slower than read_timeout_s is retried and fails; one slower than connect_timeout_s is fine."""
+    with OpenAIStubServer(latency_s=0.6) as server:  # every completion takes 0.6 s, /v1/models answers at once
+        short_read = ServerBackend(
+            server.base_url, read_timeout_s=0.2, connect_timeout_s=5, max_retries=1, backoff_base_s=0.01
+        )
+        started = time.perf_counter()
+        failed = run(short_read, [GenerationRequest("slow", chat("slow"))])["slow"]
+        elapsed = time.perf_counter() - started
+        assert len(server.requests_for("slow")) == 2
+        # A slow answer is no outage: the server is not polled for it, only the preflight went to /v1/models.
+        assert [r.path for r in server.get_requests] == ["/v1/models"]
+        short_connect = ServerBackend(server.base_url, read_timeout_s=3, connect_timeout_s=0.1, max_retries=0)
+        ok = run(short_connect, [GenerationRequest("fine", chat("fine"))])["fine"]
+    assert failed.text is None and failed.attempts == 2
+    assert failed.error == "no answer within 0.2s (read_timeout_s) (after 2 attempts)"
+    assert elapsed < 2, elapsed  # two reads of 0.2 s, not the 5 s connect timeout
+    assert ok.error is None and ok.text == "echo: fine" and ok.attempts == 1 and ok.latency_s > 0.5

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from wvlp.data.llm import (
+    NEUTRAL_SAMPLING,
     BackendUnavailableError,
     DescriptionBackend,
     GenerationRequest,
@@ -21,7 +22,7 @@ from wvlp.data.llm import (
 from tests.helpers import chat, run
 from tests.openai_server import OpenAIStubServer
 
-FAST = dict(timeout_s=1.0, backoff_base_s=0.01, backoff_max_s=0.05)
+FAST = dict(read_timeout_s=1.0, backoff_base_s=0.01, backoff_max_s=0.05)
 
 
 def test_server_recovers_from_every_retryable_fault(token):
@@ -63,7 +64,7 @@ def test_server_retries_are_bounded(token):
             assert results[prompt].text is None and results[prompt].attempts == 3
             assert len(server.requests_for(prompt)) == 3
         assert "HTTP 500" in results["always-500"].error
-        assert "timed out" in results["always-hang"].error
+        assert "no answer within 1s (read_timeout_s)" in results["always-hang"].error
         assert "malformed" in results["always-malformed"].error
         assert results["fine"].text == "echo: fine" and results["fine"].attempts == 1
 
@@ -237,3 +238,149 @@ def test_local_cache_location(monkeypatch, tmp_path):
     assert default_cache_dir() == tmp_path
     monkeypatch.delenv("WVLP_CACHE")
     assert default_cache_dir() == Path.home() / ".cache" / "wvlp"
+
+
+# ---- what a real server needs told, and what it tells back ---------------------------------------------------------
+
+SAMPLING = dict(top_k=40, min_p=0.05, repetition_penalty=1.1, frequency_penalty=0.2, presence_penalty=-0.3)
+
+
+def test_every_sampling_parameter_is_sent_neutral_ones_too(token):
+    with OpenAIStubServer() as server:
+        backend = ServerBackend(server.base_url, model="stub", **FAST)
+        requests = [
+            GenerationRequest("set", chat("set"), max_new_tokens=20, temperature=0.7, top_p=0.8, seed=3, **SAMPLING),
+            GenerationRequest("neutral", chat("neutral")),
+        ]
+        run(backend, requests)
+        bodies = {r.prompt: r.body for r in server.requests}
+    assert bodies["set"] == {
+        "model": "stub",
+        "messages": chat("set"),
+        "max_tokens": 20,
+        "temperature": 0.7,
+        "top_p": 0.8,
+        "seed": 3,
+        **SAMPLING,
+        "repeat_penalty": 1.1,  # llama.cpp's name of repetition_penalty
+        "stream": False,
+    }
+    # Left to itself llama.cpp would apply top_k=40 and min_p=0.05: the neutral values go out explicitly.
+    neutral = bodies["neutral"]
+    assert {k: neutral[k] for k in NEUTRAL_SAMPLING} == NEUTRAL_SAMPLING and neutral["repeat_penalty"] == 1.0
+    assert "seed" not in neutral
+
+
+def test_null_content_is_an_empty_result_and_not_retried(token):
+    with OpenAIStubServer(scripts_by_prompt={"nothing": ["null"] * 6}) as server:
+        backend = ServerBackend(server.base_url, max_retries=5, **FAST)
+        results = run(backend, [GenerationRequest("nothing", chat("nothing")), GenerationRequest("a", chat("a"))])
+        assert len(server.requests_for("nothing")) == 1
+    assert results["nothing"].error is None and results["nothing"].text == "" and results["nothing"].attempts == 1
+    assert results["a"].text == "echo: a"
+
+
+def test_the_served_model_is_read_from_v1_models(token):
+    meta = {"n_params": 7615616512, "n_ctx_train": 32768, "size": 4683073536}
+    model_path = "/models/qwen2.5-7b-instruct-q4_k_m.gguf"
+    with OpenAIStubServer(model=model_path, owned_by="llamacpp", meta=meta) as server:
+        # llama.cpp serves its one model whatever name the client sends: the alias is not the weights.
+        backend = ServerBackend(server.base_url, model="qwen-alias", **FAST)
+        assert backend.server_model is None  # known once generation starts
+        run(backend, [GenerationRequest("a", chat("a"))])
+        assert [r.path for r in server.get_requests] == ["/v1/models"]
+    assert backend.server_model == {"id": model_path, "owned_by": "llamacpp", "meta": meta}
+    assert backend.name == "qwen-alias"
+
+
+def test_a_missing_models_listing_is_not_fatal(token):
+    with LoopbackStatus(404) as base_url:
+        backend = ServerBackend(base_url, **FAST)
+        with pytest.raises(BackendUnavailableError):  # nothing answers the chat either: it is gone, not hidden
+            backend.generate([GenerationRequest("a", chat("a"))], lambda r: None)
+    assert backend.server_model is None
+
+
+class LoopbackStatus:
+    """A server that answers every request with one status and closes: enough for a preflight, never a completion."""
+
+    def __init__(self, status: int):
+        import http.server
+        import threading
+
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self.send_response(outer.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_POST(self) -> None:
+                self.close_connection = True  # no answer
+
+        self.status = status
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# ---- a server that goes away mid-run -----------------------------------------------------------------------------
+
+
+def test_an_outage_shorter_than_the_patience_is_waited_out(token):
+    with OpenAIStubServer(down_after=3, down_for_s=1.0) as server:
+        # No retries at all: only the patience can carry a request over the outage.
+        backend = ServerBackend(server.base_url, concurrency=2, max_retries=0, server_patience_s=20, **FAST)
+        results = run(backend, [GenerationRequest(f"k{i}", chat(f"p{i}")) for i in range(10)])
+        assert server.outages == 1 and not server.is_down
+        dropped = [r for r in server.requests if r.outcome == "down"]
+        probes = server.get_requests
+    assert all(r.error is None for r in results.values()), [r.error for r in results.values() if r.error]
+    assert dropped and max(r.attempts for r in results.values()) >= 2  # requests did meet the outage
+    # The preflight, then the poll that found the server back (polls while it was down were refused).
+    assert len(probes) >= 2 and probes[-1].received_at > dropped[0].received_at + 0.9
+
+
+def test_an_outage_past_the_patience_fails_the_rest_without_sending(token):
+    with OpenAIStubServer(down_after=2) as server:  # never comes back
+        backend = ServerBackend(server.base_url, concurrency=1, max_retries=5, server_patience_s=0.5, **FAST)
+        started = time.perf_counter()
+        results = run(backend, [GenerationRequest(f"k{i}", chat(f"p{i}")) for i in range(60)])
+        elapsed = time.perf_counter() - started
+    ok = [k for k, r in results.items() if r.error is None]
+    failed = [r for r in results.values() if r.error is not None]
+    assert len(ok) == 2 and len(failed) == 58 and elapsed < 10, elapsed
+    assert all("was still down after 0.5s (llm.server_patience_s)" in r.error for r in failed)
+    # Requests already started try once more at most; those not yet started are never sent.
+    window = 2 * backend.concurrency + 16
+    unsent = [r for r in failed if r.error.startswith("not sent:") and r.attempts == 0]
+    assert len(unsent) >= 60 - len(ok) - window
+
+
+def test_a_server_answering_503_while_it_reloads_is_waited_for(token):
+    """llama.cpp answers every request with 503 "Loading model" while it loads: no connection error to see."""
+    with OpenAIStubServer(down_after=2, down_for_s=1.0, outage="503") as server:
+        backend = ServerBackend(server.base_url, concurrency=2, max_retries=1, server_patience_s=20, **FAST)
+        results = run(backend, [GenerationRequest(f"k{i}", chat(f"p{i}")) for i in range(8)])
+        answered_503 = [r for r in server.requests if r.outcome == "down"]
+        polls = server.get_requests
+    assert all(r.error is None for r in results.values()), [r.error for r in results.values() if r.error]
+    assert answered_503 and len(polls) >= 3  # the preflight, polls answered 503, the one that found it ready
+    assert {r.outcome for r in polls[1:-1]} == {"down"} and polls[-1].outcome == "ok"
+    with OpenAIStubServer(down_after=2, outage="503") as server:  # never ready again, no patience
+        backend = ServerBackend(server.base_url, concurrency=1, max_retries=1, **FAST)
+        results = run(backend, [GenerationRequest(f"k{i}", chat(f"p{i}")) for i in range(30)])
+    failed = [r for r in results.values() if r.error]
+    assert len(failed) == 28 and all("llm.server_patience_s" in r.error for r in failed)
+    assert any("HTTP 503" in r.error for r in failed)  # the request that used up its retries says why

@@ -16,7 +16,7 @@ from wvlp.data.pipeline import DescribeConfig, run_describe
 from wvlp.data.query_sets import cupl_queries
 from wvlp.data.sources import FashionMNISTSource
 
-from tests.openai_server import OpenAIStubServer
+from tests.openai_server import OpenAIStubServer, describing_reply
 
 KNOWLEDGE = [
     "a shirt is a garment worn on the upper body with sleeves and a collar",
@@ -42,7 +42,7 @@ def corpus(tmp_path_factory):
     corpus_file = tmp / "knowledge.txt"
     # Two CuPL query sentences among the knowledge: `holdout_query_sets` must keep them out of the index.
     corpus_file.write_text("\n".join(KNOWLEDGE + [CUPL_QUERIES[0], CUPL_QUERIES[-1]]))
-    with OpenAIStubServer(latency_s=0.005) as server:
+    with OpenAIStubServer(latency_s=0.005, reply=describing_reply) as server:
         config = DescribeConfig(
             output=str(tmp / "corpus"),
             llm={"type": "server", "base_url": server.base_url, "concurrency": 8},
@@ -155,7 +155,7 @@ def test_describe_generated_every_key_once_with_provenance(corpus):
 
 def test_rerun_reuses_the_cache(corpus):
     folder, _, tmp = corpus
-    with OpenAIStubServer() as server:
+    with OpenAIStubServer(reply=describing_reply) as server:
         config = DescribeConfig(
             output=str(folder),
             llm={"type": "server", "base_url": server.base_url},

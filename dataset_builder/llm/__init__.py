@@ -6,10 +6,11 @@ fails is reported with `GenerationResult.error` (never raised); only a backend t
 
 - `LocalTransformersBackend` raises at construction when the model files are missing.
 - `ServerBackend` raises `BackendUnavailableError` when its preflight `GET <base_url>/models` gets no HTTP answer
-  (connection refused after the retries, or no connection or no response within `connect_timeout_s`), and when a
-  request has used up its retries on connection errors or timeouts while no request of the same `generate` call has
-  received any HTTP response (the server is unreachable, so every other request would fail the same way after the
-  same retries).
+  (connection refused after the retries and `server_patience_s`, or no connection or no response within
+  `connect_timeout_s`), and when a request has used up its retries on connection errors while no request of the
+  same `generate` call has received any HTTP response (the server is unreachable, so every other request would fail
+  the same way after the same retries). A server that goes away mid-run is waited for up to `server_patience_s`;
+  after that every request left is reported failed (not sent), never raised.
 
 This module holds `build_backend`; the request and result types and the backend protocol live in `base.py`, the
 backends in `local.py` (transformers) and `server.py` (HTTP), the packaged GGUF and its cache folder in `gguf.py`.
@@ -17,7 +18,13 @@ backends in `local.py` (transformers) and `server.py` (HTTP), the packaged GGUF 
 
 from __future__ import annotations
 
-from wvlp.data.llm.base import BackendUnavailableError, DescriptionBackend, GenerationRequest, GenerationResult
+from wvlp.data.llm.base import (
+    NEUTRAL_SAMPLING,
+    BackendUnavailableError,
+    DescriptionBackend,
+    GenerationRequest,
+    GenerationResult,
+)
 from wvlp.data.llm.gguf import default_cache_dir, default_gguf_path, materialize_gguf, packaged_llm_folder
 from wvlp.data.llm.local import LocalTransformersBackend
 from wvlp.data.llm.server import ServerBackend
@@ -27,8 +34,10 @@ _SERVER_KEYS = {
     "base_url",
     "model",
     "concurrency",
-    "timeout_s",
+    "read_timeout_s",
     "connect_timeout_s",
+    "server_patience_s",
+    "timeout_s",  # the former name of read_timeout_s: still accepted, with a FutureWarning
     "max_retries",
     "backoff_base_s",
     "backoff_max_s",
@@ -56,6 +65,7 @@ def build_backend(spec: dict) -> DescriptionBackend:
 
 
 __all__ = [
+    "NEUTRAL_SAMPLING",
     "BackendUnavailableError",
     "DescriptionBackend",
     "GenerationRequest",

@@ -6,6 +6,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+# The sampling parameters beyond temperature and top_p, at the values that leave the distribution as it is. They are
+# always sent, neutral ones too: a server left to its own defaults applies e.g. llama.cpp's top_k=40, min_p=0.05.
+# top_k=-1 is the "no cut" value vLLM, SGLang and llama.cpp all accept (some vLLM/SGLang versions refuse 0).
+NEUTRAL_SAMPLING: dict[str, float | int] = {
+    "top_k": -1,
+    "min_p": 0.0,
+    "repetition_penalty": 1.0,
+    "frequency_penalty": 0.0,
+    "presence_penalty": 0.0,
+}
+
 
 @dataclass(frozen=True)
 class GenerationRequest:
@@ -17,11 +28,21 @@ class GenerationRequest:
     temperature: float = 0.9
     top_p: float = 0.95
     seed: int | None = None
+    top_k: int = -1
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+
+    def non_neutral_sampling(self) -> dict[str, float | int]:
+        """The sampling parameters beyond temperature and top_p that are set to change the distribution."""
+        return {k: getattr(self, k) for k, neutral in NEUTRAL_SAMPLING.items() if getattr(self, k) != neutral}
 
 
 @dataclass
 class GenerationResult:
-    """The outcome of one request: `text` on success, else `error`; `attempts` counts tries.
+    """The outcome of one request: `text` on success (possibly "" for an empty reply), else `error`; `attempts`
+    counts tries.
 
     `latency_s` is the wall time from the first try to the result (for a local backend: its batch's time).
     """
@@ -35,7 +56,11 @@ class GenerationResult:
 
 @runtime_checkable
 class DescriptionBackend(Protocol):
-    """What the dataset builder needs from an LLM: a name and revision for provenance, and streaming generation."""
+    """What the dataset builder needs from an LLM: a name and revision for provenance, and streaming generation.
+
+    A backend may also have `server_model`: what its server reported about the model it serves (a dict, or None),
+    known once `generate` has started; the records carry it as `llm_server`.
+    """
 
     name: str
     revision: str

@@ -96,7 +96,8 @@ class LocalTransformersBackend:
     folder. Requests are batched `batch_size` at a time (similar prompt lengths together, left padding); a row leaves
     the batch as soon as it ends. A request's text depends only on its own messages, parameters and seed: greedy
     output is the same batched or alone, and sampling draws from a generator seeded by the request's own seed
-    (`seed=None` draws a fresh random seed). Decoding is temperature + top-p only (no repetition penalty).
+    (`seed=None` draws a fresh random seed). Decoding is temperature + top-p only: a request that sets top_k, min_p
+    or a penalty to anything but its neutral value is refused with a ValueError before any generation.
     """
 
     def __init__(
@@ -145,6 +146,14 @@ class LocalTransformersBackend:
 
     def generate(self, requests: Sequence[GenerationRequest], on_result: Callable[[GenerationResult], None]) -> None:
         """Generate batch by batch (prompts of similar length together); `on_result` after each batch."""
+        # Refused rather than ignored: every record would otherwise claim settings that were never applied.
+        unsupported = next((r for r in requests if r.non_neutral_sampling()), None)
+        if unsupported is not None:
+            raise ValueError(
+                f"{type(self).__name__} samples with temperature and top_p only, but decoding sets "
+                f"{unsupported.non_neutral_sampling()}: leave these at their neutral values (top_k -1, min_p 0, "
+                "repetition_penalty 1, frequency/presence_penalty 0) or use an LLM server (llm.type: server)"
+            )
         prepared = []
         for request in requests:
             try:
