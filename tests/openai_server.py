@@ -1,10 +1,12 @@
-"""A loopback OpenAI-compatible chat-completions server with fault injection, for tests and benchmarks.
+"""A loopback OpenAI-compatible chat-completions (and text-completions) server with fault injection, for tests.
 
     with OpenAIStubServer(latency_s=0.05, fault_rates={"500": 0.2}) as server:
         client(base_url=server.base_url)   # http://127.0.0.1:<port>/v1
         server.requests, server.max_in_flight
 
-The answer is the last user message echoed back (`"echo: <message>"`), so it is deterministic from the request.
+The answer is the last user message echoed back (`"echo: <message>"`), so it is deterministic from the request; at
+`/v1/completions` it is `" echo: <prompt>"`, cut before the first of the request's `stop` strings, like a server.
+The "message" that selects scripts below is then the whole prompt.
 Each request gets an outcome, decided in this order:
 
 1. `scripts_by_prompt[message]`: the outcomes of the successive attempts of that message, then "ok";
@@ -32,6 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 CHAT_PATH = "/v1/chat/completions"
+COMPLETIONS_PATH = "/v1/completions"
 
 
 @dataclass
@@ -53,6 +56,12 @@ def last_user_message(body: Any) -> str | None:
     except (TypeError, KeyError, AttributeError):
         return None
     return users[-1] if users and isinstance(users[-1], str) else None
+
+
+def completion_prompt(body: Any) -> str | None:
+    """The prompt of a text-completions body, if it is a string."""
+    prompt = body.get("prompt") if isinstance(body, dict) else None
+    return prompt if isinstance(prompt, str) else None
 
 
 class _Server(ThreadingHTTPServer):
@@ -177,8 +186,8 @@ class OpenAIStubServer:
             body: Any = json.loads(raw)
         except ValueError:
             body = raw.decode("utf-8", "replace")
-        prompt = last_user_message(body)
-        outcome = self._outcome(prompt) if handler.path == CHAT_PATH else "404"
+        prompt = completion_prompt(body) if handler.path == COMPLETIONS_PATH else last_user_message(body)
+        outcome = self._outcome(prompt) if handler.path in (CHAT_PATH, COMPLETIONS_PATH) else "404"
         with self._lock:
             self._requests.append(
                 RecordedRequest(handler.path, body, dict(handler.headers.items()), outcome, prompt, time.time())
@@ -202,7 +211,9 @@ class OpenAIStubServer:
                 self._in_flight -= 1
 
     def _respond(self, handler: _Handler, outcome: str, body: Any, prompt: str | None) -> None:
-        if outcome == "ok":
+        if outcome == "ok" and handler.path == COMPLETIONS_PATH:
+            self._send_json(handler, 200, self._text_completion(body, prompt))
+        elif outcome == "ok":
             self._send_json(handler, 200, self._completion(body, prompt))
         elif outcome == "malformed":
             self._send_raw(handler, 200, b'{"id": "chatcmpl-x", "choices": [{"message": ')
@@ -234,6 +245,19 @@ class OpenAIStubServer:
                 "completion_tokens": len(content.split()),
                 "total_tokens": len(str(prompt).split()) + len(content.split()),
             },
+        }
+
+    def _text_completion(self, body: Any, prompt: str | None) -> dict:
+        text = f" echo: {prompt}"
+        stops = (body.get("stop") or []) if isinstance(body, dict) else []
+        ends = [at for at in (text.find(s) for s in ([stops] if isinstance(stops, str) else stops) if s) if at >= 0]
+        text = text[: min(ends)] if ends else text
+        return {
+            "id": f"cmpl-{random.getrandbits(32):08x}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": (body.get("model") or self.model) if isinstance(body, dict) else self.model,
+            "choices": [{"index": 0, "finish_reason": "stop" if ends else "length", "text": text, "logprobs": None}],
         }
 
     def _send_json(self, handler: _Handler, status: int, payload: Any, headers: Mapping[str, str] = {}) -> None:
