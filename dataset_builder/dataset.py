@@ -39,6 +39,8 @@ PROVENANCE_FIELDS = {
     "sample_index": datasets.Value("int32"),
     "llm": datasets.Value("string"),
     "llm_revision": datasets.Value("string"),
+    "prompting": datasets.Value("string"),  # chat | completion (None in records written before it was recorded)
+    "template_hash": datasets.Value("string"),
     "decoding": datasets.Value("string"),  # JSON: max_new_tokens, temperature, top_p
     "seed": datasets.Value("int64"),
     "created_at": datasets.Value("string"),

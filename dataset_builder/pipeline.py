@@ -167,7 +167,8 @@ def card_text(
         "- `raw_generations`: every LLM response as generated, with the reason it was dropped, if it was.",
         "",
         "## How it was made",
-        f"- LLM: `{backend.name}` (revision `{backend.revision}`), {len(prompts)} prompt templates x "
+        f"- LLM: `{getattr(backend, 'model_id', None) or backend.name}` (`{backend.name}`, revision "
+        f"`{backend.revision}`), {_prompting_text(backend)}, {len(prompts)} prompt templates x "
         f"{config.samples_per_prompt} samples per category, decoding {json.dumps(config.decoding, sort_keys=True)}, "
         f"seed {config.seed}; WordNet glosses given as context: {config.with_gloss}.",
         f"- Categories: {len(source.classes)}; descriptions kept: {stats.get('kept', 0)} of {stats.get('total', 0)}.",
@@ -195,7 +196,10 @@ def card_text(
         f"model's text length of {config.text_max_length}.",
         "",
         "## Prompts",
-        *[f"- `{p.id}` ({p.aspect}): {p.template}" for p in prompts],
+        *[
+            f"- `{p.id}` ({p.aspect}): {p.completion if getattr(backend, 'prompting', 'chat') == 'completion' else p.template}"
+            for p in prompts
+        ],
         "",
         "## Limitations",
         "The descriptions are written by a small language model and are often confabulated (wrong colours, "
@@ -203,6 +207,14 @@ def card_text(
         "duplicates and off-topic text by similarity to the class name, not factual errors.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _prompting_text(backend: Any) -> str:
+    """How the card says the LLM was prompted."""
+    if getattr(backend, "prompting", "chat") != "completion":
+        return "chat prompting (system + user message)"
+    shots = " after few-shot examples of other objects" if getattr(backend, "few_shot", False) else ""
+    return f"completion prompting (the model continues a heading{shots})"
 
 
 def _source_root(spec: dict) -> Path | None:
