@@ -21,7 +21,7 @@ import yaml
 from wvlp.data.sources import ClassInfo
 
 DEFAULT_PROMPTS = Path(__file__).with_name("prompts.yaml")
-# The few-shot blocks are separated by a blank line; each block's answer is one line.
+# The few-shot blocks are separated by a blank line; each block is a heading line, then its answer on one line.
 COMPLETION_SEPARATOR = "\n\n"
 _TEMPLATE_KEYS = {"id", "template", "aspect"}
 _OPTIONAL_TEMPLATE_KEYS = {"completion", "examples"}
@@ -199,8 +199,12 @@ def _completion_block(template: PromptTemplate, label: str, gloss: str | None, w
 def render_completion(
     template: PromptTemplate, cls: ClassInfo, with_gloss: bool = False, few_shot: bool = False
 ) -> str:
-    """The completion prompt for `cls`: its filled heading (after its gloss when `with_gloss`), preceded with
-    `few_shot` by the examples of other objects, blocks separated by `COMPLETION_SEPARATOR`."""
+    """The completion prompt for `cls`: its filled heading and a newline (after its gloss when `with_gloss`),
+    preceded with `few_shot` by the examples of other objects, blocks separated by `COMPLETION_SEPARATOR`.
+
+    The answer starts on a line of its own: a base model given a bare heading ending in ":" starts with a newline,
+    which the stop string "\n" would turn into an empty answer.
+    """
     if template.completion is None:
         raise ValueError(
             f"prompt template {template.id!r} has no `completion` heading, needed by prompting: completion"
@@ -208,8 +212,8 @@ def render_completion(
     blocks = []
     if few_shot:
         for example in few_shot_examples(template, cls):
-            blocks.append(f"{_completion_block(template, example.label, example.gloss, with_gloss)} {example.text}")
-    blocks.append(_completion_block(template, cls.prompt_name, cls.gloss, with_gloss))
+            blocks.append(f"{_completion_block(template, example.label, example.gloss, with_gloss)}\n{example.text}")
+    blocks.append(_completion_block(template, cls.prompt_name, cls.gloss, with_gloss) + "\n")
     return COMPLETION_SEPARATOR.join(blocks)
 
 

@@ -127,16 +127,17 @@ def test_completion_prompts_and_few_shot_examples(prompts, classes):
         for template in prompts:
             prompt = render_completion(template, cls, with_gloss=True, few_shot=True)
             *prefix, asked = prompt.split(COMPLETION_SEPARATOR)
-            assert asked == f"{cls.prompt_name[0].upper()}{cls.prompt_name[1:]}: {cls.gloss}.\n" + (
-                template.completion.format(label=cls.prompt_name)
-            )
+            heading = template.completion.format(label=cls.prompt_name)
+            assert asked == f"{cls.prompt_name[0].upper()}{cls.prompt_name[1:]}: {cls.gloss}.\n{heading}\n"
             assert len(prefix) == 4 and all(e.text in prompt for e in template.examples)
+            assert all(block.count("\n") == 2 for block in prefix)  # gloss, heading, answer: one line each
             for name in names:  # no example is about, or mentions, the asked category
                 assert not re.search(rf"\b{re.escape(name.removesuffix('s'))}(e?s)?\b", "\n".join(prefix), re.I), (
                     name,
                     template.id,
                 )
-    assert render_completion(prompts[0], classes[8]) == "The shape, size and colours of the bag:"
+    # Without examples too the answer gets a line of its own: a base model would open it with a newline (the stop).
+    assert render_completion(prompts[0], classes[8]) == "The shape, size and colours of the bag:\n"
 
 
 def test_few_shot_prefix_leaves_out_the_asked_category(prompts):
@@ -146,7 +147,7 @@ def test_few_shot_prefix_leaves_out_the_asked_category(prompts):
         prompt = render_completion(template, teapot, few_shot=True)
         *prefix, asked = prompt.split(COMPLETION_SEPARATOR)
         assert len(prefix) == 3 and "teapot" not in "\n".join(prefix).lower()
-        assert asked == template.completion.format(label="teapot")
+        assert asked == template.completion.format(label="teapot") + "\n"
         prefix = render_completion(template, umbrellas, few_shot=True).split(COMPLETION_SEPARATOR)[:-1]
         assert len(prefix) == 3 and "umbrella" not in "\n".join(prefix).lower()
 
