@@ -233,6 +233,14 @@ def test_local_bad_request_fails_alone(smollm2):
     assert results["Bag"].error is None and results["Bag"].text
 
 
+@pytest.mark.slow
+def test_local_smollm2_serves_completion_requests(smollm2):
+    # The prompting mode picks the requests generate.py sends; a request with a prompt is a completion on any model.
+    requests = [dataclasses.replace(r, messages=[], stop=("\n",)) for r in gemma_requests((24, 24, 24))]
+    results = run(smollm2, requests)
+    assert all(r.error is None and r.text and "\n" not in r.text for r in results.values()), results
+
+
 def test_local_cache_location(monkeypatch, tmp_path):
     from wvlp.data.llm import default_cache_dir
 
