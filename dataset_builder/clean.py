@@ -1,9 +1,9 @@
 """Cleaning and filtering LLM descriptions, and the statistics of what was dropped and why.
 
 `clean_text` cuts a raw response down to the description (chat artefacts, preambles, prompt echo and markdown
-removed); `clean_descriptions` applies it to every generated record and drops, under exactly one reason each,
-errors, empty texts, echoed prompts and turn markers, refusals, non-English, lengths out of range, off-topic texts
-and duplicates; `write_stats` saves the counts.
+removed), after `completion_answer` has cut a completion at its end; `clean_descriptions` applies it to every
+generated record and drops, under exactly one reason each, errors, empty texts, echoed prompts and turn markers,
+refusals, non-English, lengths out of range, off-topic texts and duplicates; `write_stats` saves the counts.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from wvlp.common.safe_io import atomic_write_text
+from wvlp.data.prompts import COMPLETION_SEPARATOR
 from wvlp.data.sources import ClassInfo
 
 # In the order the checks run: a record is counted under the first that drops it.
@@ -117,6 +118,16 @@ def clean_text(raw: str, prompt: str | None = None, max_sentences: int = 3) -> s
     if text[:1].islower() and not text[1:2].isupper():  # after a stripped preamble or echo; "iPhone" stays
         text = text[0].upper() + text[1:]
     return text
+
+
+def completion_answer(raw: str, stop: Sequence[str] = ()) -> str:
+    """The answer of a completion-prompted model: `raw` up to its first stop string or blank line.
+
+    The backends already stop there; a server that ignores `stop`, or a cache written with other stops, leaves the
+    model's run past its answer into a next few-shot block (which starts after a blank line).
+    """
+    ends = [at for at in (raw.find(s) for s in (*stop, COMPLETION_SEPARATOR) if s) if at >= 0]
+    return raw[: min(ends)] if ends else raw
 
 
 def _join_lines(lines: list[tuple[bool, str]]) -> str:
@@ -304,6 +315,8 @@ def _first_check(record: dict, cls: ClassInfo, min_words: int, max_words: int, m
     if record.get("error") is not None or raw is None:
         return "error", ""
     prompt = record.get("prompt") or record.get("template", "").replace("{label}", cls.prompt_name)
+    if record.get("prompting") == "completion":
+        raw = completion_answer(raw, record.get("stop") or ())
     text = clean_text(raw, prompt, max_sentences)
     words = len(text.split())
     system = record.get("system_prompt")
@@ -393,6 +406,7 @@ __all__ = [
     "clean_descriptions",
     "clean_text",
     "is_echo",
+    "completion_answer",
     "is_non_english",
     "is_refusal",
     "normalize_for_dedup",

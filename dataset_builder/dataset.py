@@ -43,6 +43,8 @@ PROVENANCE_FIELDS = {
     "llm_server": datasets.Value(
         "string"
     ),  # JSON: the server's /v1/models entry of the model (null: local or unknown)
+    "prompting": datasets.Value("string"),  # chat | completion (None in records written before it was recorded)
+    "template_hash": datasets.Value("string"),
     "decoding": datasets.Value("string"),  # JSON: max_new_tokens and every sampling parameter sent
     "seed": datasets.Value("int64"),
     "created_at": datasets.Value("string"),

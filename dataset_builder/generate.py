@@ -2,7 +2,7 @@
 
 `generate_descriptions` plans one request per (class, prompt, sample), sends the backend only the keys missing from
 the `GenerationCache` (an fsync'd append-only JSONL file), and returns one record per planned key with its provenance
-(prompt, LLM, decoding, seed). Cleaning the texts is `clean.py`'s job.
+(prompt, its prompting mode and template hash, LLM, decoding, seed). Cleaning the texts is `clean.py`'s job.
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ from tqdm.auto import tqdm
 from wvlp.common.errors import UserInputError
 from wvlp.common.safe_io import ProcessLock
 from wvlp.data.llm import NEUTRAL_SAMPLING, DescriptionBackend, GenerationRequest, GenerationResult
-from wvlp.data.prompts import PromptTemplate, render, render_user_prompt
+from wvlp.data.prompts import PromptTemplate, render, render_completion, render_user_prompt, template_hash
 from wvlp.data.sources import ClassInfo
 
 # Every sampling parameter a record states: the neutral defaults (NEUTRAL_SAMPLING) are sent and recorded too.
 DECODING_DEFAULTS = {"max_new_tokens": 64, "temperature": 0.9, "top_p": 0.95, **NEUTRAL_SAMPLING}
 # Settings that must match for a cached completion to stand for what this run would have generated.
-_SETTINGS = ("template", "prompt", "llm", "llm_revision", "decoding", "base_seed")
+_SETTINGS = ("template", "prompt", "llm", "llm_revision", "prompting", "template_hash", "decoding", "base_seed")
 _KEY_SEPARATOR = "|"
 
 
@@ -276,11 +276,25 @@ def generate_descriptions(
     """
     _check_inputs(classes, prompts, samples_per_prompt)
     decoding = resolve_decoding(decoding)
+    # The backend says how it is prompted (it checked, at construction, that its model can be).
+    prompting = getattr(backend, "prompting", "chat")
+    few_shot = bool(getattr(backend, "few_shot", False))
+    if prompting == "completion":
+        headless = [template.id for template in prompts if template.completion is None]
+        if headless:
+            raise ValueError(f"prompting: completion needs a `completion` heading in prompt template(s) {headless}")
+    hashes = {template.id: template_hash(template, prompting, with_gloss, few_shot) for template in prompts}
     planned: dict[str, dict] = {}
     for cls in classes:
         for template in prompts:
-            messages = render(template, cls, with_gloss)
-            system = next((m["content"] for m in messages if m["role"] == "system"), None)
+            if prompting == "completion":
+                text = render_completion(template, cls, with_gloss, few_shot)
+                request = {"_messages": [], "_prompt": text, "_stop": template.stop}
+            else:
+                text = render_user_prompt(template, cls, with_gloss)
+                request = {"_messages": render(template, cls, with_gloss), "_prompt": None, "_stop": ()}
+            # cleaning drops a reply that repeats the system prompt
+            system = next((m["content"] for m in request["_messages"] if m["role"] == "system"), None)
             for index in range(samples_per_prompt):
                 key = generation_key(cls.class_id, template.id, index)
                 planned[key] = {
@@ -290,16 +304,20 @@ def generate_descriptions(
                     "label": cls.label,
                     "class_name": cls.name,
                     "prompt_id": template.id,
-                    "template": template.template,
-                    "prompt": render_user_prompt(template, cls, with_gloss),
-                    "system_prompt": system,  # cleaning drops a reply that repeats it
+                    "template": template.completion if prompting == "completion" else template.template,
+                    "prompt": text,
+                    "system_prompt": system,
+                    "prompting": prompting,
+                    "few_shot": few_shot,
+                    "template_hash": hashes[template.id],
+                    "stop": list(request["_stop"]),
                     "sample_index": index,
-                    "llm": backend.name,
+                    "llm": getattr(backend, "model_id", None) or backend.name,
                     "llm_revision": backend.revision,
                     "decoding": decoding,
                     "seed": request_seed(seed, key),
                     "base_seed": seed,
-                    "_messages": messages,
+                    **request,
                 }
     with GenerationCache(cache_path) as cache:
         _check_same_classes(cache, planned)
@@ -328,7 +346,15 @@ def generate_descriptions(
                 bar.update(1)
 
         requests = [
-            GenerationRequest(key, planned[key]["_messages"], seed=planned[key]["seed"], **decoding) for key in missing
+            GenerationRequest(
+                key,
+                planned[key]["_messages"],
+                seed=planned[key]["seed"],
+                prompt=planned[key]["_prompt"],
+                stop=planned[key]["_stop"],
+                **decoding,
+            )
+            for key in missing
         ]
         try:
             if requests:

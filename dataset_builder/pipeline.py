@@ -191,7 +191,8 @@ def card_text(
         "- `raw_generations`: every LLM response as generated, with the reason it was dropped, if it was.",
         "",
         "## How it was made",
-        f"- LLM: `{backend.name}` (revision `{backend.revision}`{served}), {len(prompts)} prompt templates x "
+        f"- LLM: `{getattr(backend, 'model_id', None) or backend.name}` (`{backend.name}`, revision "
+        f"`{backend.revision}`{served}), {_prompting_text(backend)}, {len(prompts)} prompt templates x "
         f"{config.samples_per_prompt} samples per category, decoding {json.dumps(decoding, sort_keys=True)}, "
         f"seed {config.seed}; WordNet glosses given as context: {config.with_gloss}.",
         f"- Categories: {len(source.classes)}; descriptions kept: {stats.get('kept', 0)} of {stats.get('total', 0)}.",
@@ -220,7 +221,10 @@ def card_text(
         f"model's text length of {config.text_max_length}.",
         "",
         "## Prompts",
-        *[f"- `{p.id}` ({p.aspect}): {p.template}" for p in prompts],
+        *[
+            f"- `{p.id}` ({p.aspect}): {p.completion if getattr(backend, 'prompting', 'chat') == 'completion' else p.template}"
+            for p in prompts
+        ],
         "",
         "## Limitations",
         "The descriptions are written by a small language model and are often confabulated (wrong colours, "
@@ -244,6 +248,14 @@ def _query_section(query_stats: dict | None) -> list[str]:
         *(quality_table(query_stats["quality"]) if "quality" in query_stats else []),
         "",
     ]
+
+
+def _prompting_text(backend: Any) -> str:
+    """How the card says the LLM was prompted."""
+    if getattr(backend, "prompting", "chat") != "completion":
+        return "chat prompting (system + user message)"
+    shots = " after few-shot examples of other objects" if getattr(backend, "few_shot", False) else ""
+    return f"completion prompting (the model continues a heading{shots})"
 
 
 def _source_root(spec: dict) -> Path | None:

@@ -1,12 +1,13 @@
-"""A loopback OpenAI-compatible chat-completions server with fault injection, for tests and benchmarks.
+"""A loopback OpenAI-compatible chat-completions (and text-completions) server with fault injection, for tests.
 
     with OpenAIStubServer(latency_s=0.05, fault_rates={"500": 0.2}) as server:
         client(base_url=server.base_url)   # http://127.0.0.1:<port>/v1
         server.requests, server.max_in_flight
 
-The answer is the last user message echoed back (`"echo: <message>"`), so it is deterministic from the request;
-`reply=` replaces it (a function of the last user message and the request body; returning None answers with
-`"content": null`), e.g.
+The answer is the last user message echoed back (`"echo: <message>"`), so it is deterministic from the request; at
+`/v1/completions` it is `" echo: <prompt>"`, cut before the first of the request's `stop` strings, like a server
+(the "message" that selects scripts below is then the whole prompt). `reply=` replaces it (a function of the last
+user message or prompt and the request body; returning None answers a chat request with `"content": null`), e.g.
 `describing_reply`, which names what the prompt asks about without echoing it (cleaning drops echoes).
 `GET /v1/models` lists `model` with `owned_by` and `meta` (`get_requests` records those calls).
 
@@ -47,6 +48,7 @@ from typing import Any
 CHAT_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
 _LOADING = {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}
+COMPLETIONS_PATH = "/v1/completions"
 
 
 @dataclass
@@ -82,6 +84,12 @@ def describing_reply(prompt: str | None, body: Any = None) -> str:
             seed, digit = divmod(seed, 26)
             variant += "abcdefghijklmnopqrstuvwxyz"[digit]
     return "Seen in a photo: " + " ".join(reversed(words)) + variant + "."
+
+
+def completion_prompt(body: Any) -> str | None:
+    """The prompt of a text-completions body, if it is a string."""
+    prompt = body.get("prompt") if isinstance(body, dict) else None
+    return prompt if isinstance(prompt, str) else None
 
 
 class _Server(ThreadingHTTPServer):
@@ -306,8 +314,9 @@ class OpenAIStubServer:
             body: Any = json.loads(raw)
         except ValueError:
             body = raw.decode("utf-8", "replace")
-        prompt = last_user_message(body)
-        if handler.path == CHAT_PATH and self._start_outage_if_due():
+        prompt = completion_prompt(body) if handler.path == COMPLETIONS_PATH else last_user_message(body)
+        generation = handler.path in (CHAT_PATH, COMPLETIONS_PATH)
+        if generation and self._start_outage_if_due():
             with self._lock:
                 self._requests.append(
                     RecordedRequest(handler.path, body, dict(handler.headers.items()), "down", prompt, time.time())
@@ -317,7 +326,7 @@ class OpenAIStubServer:
             else:
                 handler.close_connection = True
             return
-        outcome = self._outcome(prompt) if handler.path == CHAT_PATH else "404"
+        outcome = self._outcome(prompt) if generation else "404"
         with self._lock:
             self._requests.append(
                 RecordedRequest(handler.path, body, dict(handler.headers.items()), outcome, prompt, time.time())
@@ -341,7 +350,9 @@ class OpenAIStubServer:
                 self._in_flight -= 1
 
     def _respond(self, handler: _Handler, outcome: str, body: Any, prompt: str | None) -> None:
-        if outcome in ("ok", "null"):
+        if outcome == "ok" and handler.path == COMPLETIONS_PATH:
+            self._send_json(handler, 200, self._text_completion(body, prompt))
+        elif outcome in ("ok", "null"):
             self._send_json(handler, 200, self._completion(body, prompt, null=outcome == "null"))
         elif outcome == "malformed":
             self._send_raw(handler, 200, b'{"id": "chatcmpl-x", "choices": [{"message": ')
@@ -374,6 +385,20 @@ class OpenAIStubServer:
                 "completion_tokens": words,
                 "total_tokens": len(str(prompt).split()) + words,
             },
+        }
+
+    def _text_completion(self, body: Any, prompt: str | None) -> dict:
+        reply = self.reply(prompt, body) if self.reply is not None else None
+        text = f" {reply}" if reply is not None else f" echo: {prompt}"
+        stops = (body.get("stop") or []) if isinstance(body, dict) else []
+        ends = [at for at in (text.find(s) for s in ([stops] if isinstance(stops, str) else stops) if s) if at >= 0]
+        text = text[: min(ends)] if ends else text
+        return {
+            "id": f"cmpl-{random.getrandbits(32):08x}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": (body.get("model") or self.model) if isinstance(body, dict) else self.model,
+            "choices": [{"index": 0, "finish_reason": "stop" if ends else "length", "text": text, "logprobs": None}],
         }
 
     def _send_json(self, handler: _Handler, status: int, payload: Any, headers: Mapping[str, str] = {}) -> None:

@@ -54,7 +54,8 @@ def test_corpus_is_real_llm_output(demo_dir):
     stats = json.loads((out / "corpus" / "stats.json").read_text())
     raw = [json.loads(line) for line in (out / "corpus.generations.jsonl").read_text().splitlines()]
     assert len(raw) == 90  # 10 classes x 9 prompts x 1 sample at CI scale
-    assert {r["llm"] for r in raw} == {"SmolLM2-135M-Instruct.Q4_1"}
+    assert {r["llm"] for r in raw} == {"HuggingFaceTB/SmolLM2-135M-Instruct"}
+    assert {r["prompting"] for r in raw} == {"chat"}
     assert stats["kept"] >= 45
 
 

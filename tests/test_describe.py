@@ -1,7 +1,9 @@
 """Descriptions: prompts, resumable generation against a loopback OpenAI server (SIGKILL mid-run), cleaning."""
 
+import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from wvlp.data.clean import DROP_REASONS, clean_descriptions, clean_text, write_stats
+from wvlp.data.clean import DROP_REASONS, clean_descriptions, clean_text, completion_answer, write_stats
 from wvlp.data.generate import (
     DECODING_DEFAULTS,
     GenerationCache,
@@ -23,8 +25,16 @@ from wvlp.data.generate import (
     request_seed,
 )
 from wvlp.data.llm import ServerBackend
-from wvlp.data.prompts import PromptTemplate, load_prompts, render, render_user_prompt
-from wvlp.data.sources import FashionMNISTSource
+from wvlp.data.prompts import (
+    COMPLETION_SEPARATOR,
+    PromptTemplate,
+    load_prompts,
+    render,
+    render_completion,
+    render_user_prompt,
+    template_hash,
+)
+from wvlp.data.sources import ClassInfo, FashionMNISTSource
 
 from tests.helpers import EchoBackend
 from tests.openai_server import OpenAIStubServer
@@ -42,6 +52,8 @@ PROVENANCE = {
     "raw_text",
     "llm",
     "llm_revision",
+    "prompting",
+    "template_hash",
     "decoding",
     "seed",
     "created_at",
@@ -87,9 +99,10 @@ def test_nine_packaged_prompts(prompts, classes):
     assert boot.gloss in with_gloss and with_gloss.endswith(messages[1]["content"])
 
 
-def write_prompts(tmp_path, templates, system=None):
+def write_prompts(tmp_path, templates, system=None, **top_level):
     path = tmp_path / "prompts.yaml"
-    path.write_text(yaml.safe_dump({"system": system, "templates": templates} if system else {"templates": templates}))
+    data = {"system": system, "templates": templates} if system else {"templates": templates}
+    path.write_text(yaml.safe_dump({**data, **top_level}))
     return path
 
 
@@ -109,6 +122,80 @@ def test_prompt_validation(tmp_path):
         load_prompts(write_prompts(tmp_path, [broken]))
     with pytest.raises(ValueError, match="'ok'.*missing key.*aspect"):
         load_prompts(write_prompts(tmp_path, [{"id": "ok", "template": "{label}"}]))
+
+
+def test_completion_prompts_and_few_shot_examples(prompts, classes):
+    few_shot_objects = ["kettle", "bicycle", "umbrella", "teapot"]
+    for template in prompts:
+        assert template.completion and "{label}" in template.completion and template.stop == ("\n",)
+        assert [e.label for e in template.examples] == few_shot_objects and all(e.gloss for e in template.examples)
+    for cls in classes:
+        names = {cls.prompt_name, cls.name, *cls.name.split("/"), *cls.synonyms}
+        for template in prompts:
+            prompt = render_completion(template, cls, with_gloss=True, few_shot=True)
+            *prefix, asked = prompt.split(COMPLETION_SEPARATOR)
+            heading = template.completion.format(label=cls.prompt_name)
+            assert asked == f"{cls.prompt_name[0].upper()}{cls.prompt_name[1:]}: {cls.gloss}.\n{heading}\n"
+            assert len(prefix) == 4 and all(e.text in prompt for e in template.examples)
+            assert all(block.count("\n") == 2 for block in prefix)  # gloss, heading, answer: one line each
+            for name in names:  # no example is about, or mentions, the asked category
+                assert not re.search(rf"\b{re.escape(name.removesuffix('s'))}(e?s)?\b", "\n".join(prefix), re.I), (
+                    name,
+                    template.id,
+                )
+    # Without examples too the answer gets a line of its own: a base model would open it with a newline (the stop).
+    assert render_completion(prompts[0], classes[8]) == "The shape, size and colours of the bag:\n"
+
+
+def test_few_shot_prefix_leaves_out_the_asked_category(prompts):
+    teapot = ClassInfo(label=0, class_id="teapot", name="Teapot", prompt_name="teapot", gloss="a pot for tea")
+    umbrellas = ClassInfo(label=1, class_id="u", name="Umbrella stand", prompt_name="umbrella stand")
+    for template in prompts:
+        prompt = render_completion(template, teapot, few_shot=True)
+        *prefix, asked = prompt.split(COMPLETION_SEPARATOR)
+        assert len(prefix) == 3 and "teapot" not in "\n".join(prefix).lower()
+        assert asked == template.completion.format(label="teapot") + "\n"
+        prefix = render_completion(template, umbrellas, few_shot=True).split(COMPLETION_SEPARATOR)[:-1]
+        assert len(prefix) == 3 and "umbrella" not in "\n".join(prefix).lower()
+
+
+def test_completion_prompt_validation_and_template_hash(tmp_path, prompts):
+    ok = {"id": "ok", "aspect": "parts", "template": "Parts of the {label}?", "completion": "Parts of the {label}:"}
+    loaded = load_prompts(
+        write_prompts(tmp_path, [{**ok, "examples": {"kettle": "A lid."}}], few_shot={"kettle": None})
+    )
+    assert loaded[0].completion == "Parts of the {label}:" and loaded[0].examples[0].text == "A lid."
+    with pytest.raises(ValueError, match="'ok'.*completion has no \\{label\\} slot"):
+        load_prompts(write_prompts(tmp_path, [{**ok, "completion": "Parts:"}]))
+    with pytest.raises(ValueError, match=r"'ok'.*example object\(s\) \['kettle'\] are not listed"):
+        load_prompts(write_prompts(tmp_path, [{**ok, "examples": {"kettle": "A lid."}}]))
+    with pytest.raises(ValueError, match="'ok'.*unknown key.*'shots'"):
+        load_prompts(write_prompts(tmp_path, [{**ok, "shots": 3}]))
+    with pytest.raises(ValueError, match="'stop' must be a list of non-empty strings"):
+        load_prompts(write_prompts(tmp_path, [ok], stop="\n"))
+    template = prompts[0]
+    hashes = {
+        template_hash(template, "chat"),
+        template_hash(template, "chat", with_gloss=True),
+        template_hash(template, "completion"),
+        template_hash(template, "completion", few_shot=True),
+        template_hash(dataclasses.replace(template, completion=template.completion + " "), "completion"),
+    }
+    assert len(hashes) == 5 and all(re.fullmatch(r"[0-9a-f]{12}", h) for h in hashes)
+    again = load_prompts()[0]  # stable across loads of the same file
+    assert template_hash(template, "completion", few_shot=True) == template_hash(again, "completion", few_shot=True)
+    assert template_hash(template, "chat") == template_hash(again, "chat")
+
+
+@pytest.mark.parametrize("name", ["fashion-mnist.yaml", "fashion-mnist-gemma.yaml", "server.yaml"])
+def test_describe_configs_parse(name):
+    from wvlp.data.pipeline import load_describe_config
+
+    config = load_describe_config(ROOT / "dataset_builder" / "configs" / name)
+    if name == "fashion-mnist-gemma.yaml":
+        base = load_describe_config(ROOT / "dataset_builder" / "configs" / "fashion-mnist.yaml")
+        assert config.llm == {**base.llm, "model": "gemma3-270m", "prompting": "completion", "few_shot": True}
+        assert dataclasses.replace(config, output=base.output, llm=base.llm) == base  # only the describer differs
 
 
 # ----------------------------------------------------------------------------------------- keys and cache
@@ -215,6 +302,48 @@ def test_failed_generation_against_the_server_is_retried(tmp_path, classes, prom
         rerun = server.requests[before:]
     assert [r.body["seed"] for r in rerun] == [request_seed(0, failed_key)]
     assert all(r["error"] is None and r["raw_text"] == f"echo: {prompt}" for r in records)
+
+
+def test_completion_provenance_against_the_server(tmp_path, classes, prompts):
+    """Completion prompting end to end: the backend's mode decides the requests, the records say which it was."""
+    cache = tmp_path / "gen.jsonl"
+    with OpenAIStubServer() as server:
+        backend = ServerBackend(server.base_url, model="stub", prompting="completion", few_shot=True)
+        records = generate_descriptions(
+            classes[7:9], prompts[:2], backend, 1, cache, DECODING, seed=0, with_gloss=True, progress=False
+        )
+        sent = server.requests
+    assert {r.path for r in sent} == {"/v1/completions"} and len(sent) == 4
+    assert all(r.body["stop"] == ["\n"] and "messages" not in r.body for r in sent)
+    for record in records:
+        template = next(t for t in prompts if t.id == record["prompt_id"])
+        assert PROVENANCE <= set(record) and record["error"] is None
+        assert (record["prompting"], record["few_shot"], record["stop"]) == ("completion", True, ["\n"])
+        assert record["template"] == template.completion
+        assert record["template_hash"] == template_hash(template, "completion", with_gloss=True, few_shot=True)
+        assert record["prompt"].startswith("Kettle: ") and record["prompt"] in {r.body["prompt"] for r in sent}
+        assert record["raw_text"] == "echo: Kettle: " + template.examples[0].gloss + "."  # cut at the stop string
+    chat = generate_descriptions(
+        classes[7:8], prompts[:1], EchoBackend(), 1, tmp_path / "c.jsonl", DECODING, 0, progress=False
+    )
+    assert (chat[0]["prompting"], chat[0]["few_shot"], chat[0]["stop"]) == ("chat", False, [])
+    assert chat[0]["template_hash"] == template_hash(prompts[0], "chat") != records[0]["template_hash"]
+    with pytest.raises(ValueError, match=r"needs a `completion` heading in prompt template\(s\) \['plain'\]"):
+        plain = PromptTemplate("plain", "Describe the {label}.", "appearance")
+        generate_descriptions(classes[:1], [plain], backend, 1, tmp_path / "p.jsonl", DECODING, 0, progress=False)
+
+
+def test_completion_answers_are_cut_before_cleaning(classes):
+    bag = classes[8]
+    raw = "A bag is a soft leather sack with two handles.\n\nKettle: a metal pot.\nThe shape of the kettle: It is"
+    assert completion_answer(raw) == "A bag is a soft leather sack with two handles."
+    assert completion_answer("A bag. | Next", ["|"]) == "A bag. " and completion_answer("No end") == "No end"
+    record = {**make_record(bag, raw), "prompting": "completion", "stop": [], "prompt": "Shape of the bag:"}
+    kept, _ = clean_descriptions([record], classes)
+    assert [r["text"] for r in kept] == ["A bag is a soft leather sack with two handles."]
+    # A server that echoes the heading back: the echo goes, as in chat mode.
+    echoed = {**record, "raw_text": "Shape of the bag: A small bag of woven straw with a long strap."}
+    assert clean_descriptions([echoed], classes)[0][0]["text"] == "A small bag of woven straw with a long strap."
 
 
 # ----------------------------------------------------------------------------------- kill -9 and resume

@@ -1,12 +1,14 @@
 """The description LLM backends: the server backend against a faulty loopback server, the local SmolLM2 backend."""
 
 import asyncio
+import dataclasses
 import re
 import socket
 import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from wvlp.data.llm import (
     NEUTRAL_SAMPLING,
@@ -18,6 +20,7 @@ from wvlp.data.llm import (
     ServerBackend,
     build_backend,
 )
+from wvlp.data.llm.local import first_stop
 
 from tests.helpers import chat, run
 from tests.openai_server import OpenAIStubServer
@@ -231,6 +234,14 @@ def test_local_bad_request_fails_alone(smollm2):
     assert results["Bag"].error is None and results["Bag"].text
 
 
+@pytest.mark.slow
+def test_local_smollm2_serves_completion_requests(smollm2):
+    # The prompting mode picks the requests generate.py sends; a request with a prompt is a completion on any model.
+    requests = [dataclasses.replace(r, messages=[], stop=("\n",)) for r in gemma_requests((24, 24, 24))]
+    results = run(smollm2, requests)
+    assert all(r.error is None and r.text and "\n" not in r.text for r in results.values()), results
+
+
 def test_local_cache_location(monkeypatch, tmp_path):
     from wvlp.data.llm import default_cache_dir
 
@@ -384,3 +395,138 @@ def test_a_server_answering_503_while_it_reloads_is_waited_for(token):
     failed = [r for r in results.values() if r.error]
     assert len(failed) == 28 and all("llm.server_patience_s" in r.error for r in failed)
     assert any("HTTP 503" in r.error for r in failed)  # the request that used up its retries says why
+
+
+# ---- completion prompting: the server's /v1/completions path, stop strings, models without a chat template -------
+
+
+def test_server_completions_path(token):
+    with OpenAIStubServer() as server:
+        backend = ServerBackend(server.base_url, model="stub", prompting="completion", few_shot=True, **FAST)
+        assert (backend.prompting, backend.few_shot) == ("completion", True)
+        prompt = "The parts of the kettle: A lid.\n\nThe parts of the bag:"
+        completion = GenerationRequest(
+            "c", [], max_new_tokens=24, temperature=0.7, top_p=0.8, seed=5, prompt=prompt, stop=("\n\n",)
+        )
+        results = run(backend, [completion, GenerationRequest("m", chat("chat still works"))])
+        by_path = {r.path: r for r in server.requests}
+    assert set(by_path) == {"/v1/completions", "/v1/chat/completions"}
+    body = by_path["/v1/completions"].body
+    assert body == {
+        "model": "stub",
+        "prompt": prompt,
+        "stop": ["\n\n"],
+        "max_tokens": 24,
+        "temperature": 0.7,
+        "top_p": 0.8,
+        **NEUTRAL_SAMPLING,
+        "repeat_penalty": 1.0,
+        "stream": False,
+        "seed": 5,
+    }
+    assert results["c"].text == "echo: The parts of the kettle: A lid."  # the stub cut it at the stop string
+    assert by_path["/v1/chat/completions"].body["messages"] == chat("chat still works")
+    assert results["m"].text == "echo: chat still works"
+
+
+def test_prompting_options_are_checked():
+    with pytest.raises(ValueError, match="prompting 'instruct' is unknown"):
+        build_backend({"type": "server", "base_url": "http://127.0.0.1:9/v1", "prompting": "instruct"})
+    with pytest.raises(ValueError, match="few_shot: true needs prompting: completion"):
+        build_backend({"type": "local", "few_shot": True})
+    backend = build_backend({"type": "server", "base_url": "http://127.0.0.1:9/v1"})
+    assert (backend.prompting, backend.few_shot) == ("chat", False)
+
+
+def test_chat_with_a_model_without_chat_template_fails_at_start_up(tmp_path):
+    # The packaged Gemma is known to be a base model: refused before its GGUF is joined or dequantised.
+    started = time.perf_counter()
+    with pytest.raises(
+        ValueError, match=r"'gemma3-270m' \(google/gemma-3-270m\) has no chat template.*prompting: completion"
+    ):
+        build_backend({"type": "local", "model": "gemma3-270m"})
+    assert time.perf_counter() - started < 5
+    # Any other model folder: its tokenizer has no chat template.
+    folder = save_tiny_completion_model(tmp_path / "tiny-base")
+    with pytest.raises(ValueError, match=r"'tiny-base' .*has no chat template.*`prompting: completion`"):
+        LocalTransformersBackend(folder)
+
+
+def save_tiny_completion_model(folder: Path) -> Path:
+    """A random tiny Llama over the MiniLM tokenizer (which has no chat template), saved as a transformers folder."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from wvlp.modeling import build_default_processor
+
+    from tests.helpers import TINY_LM
+
+    tokenizer = build_default_processor().tokenizer
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(**{**TINY_LM, "vocab_size": len(tokenizer)})).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_local_completion_stops_at_the_stop_string(tmp_path):
+    backend = LocalTransformersBackend(save_tiny_completion_model(tmp_path / "tiny"), prompting="completion")
+    request = GenerationRequest("free", [], max_new_tokens=24, temperature=0.0, prompt="the shape of the kettle :")
+    free = run(backend, [request])["free"].text
+    words = free.split()
+    assert len(words) >= 6, free
+    stop = words[len(words) // 2]
+    cut = run(backend, [dataclasses.replace(request, key="cut", stop=("\n\n", stop))])["cut"].text
+    assert cut == free[: free.find(stop)].strip() and len(cut) < len(free)
+    assert first_stop("a b\n\nc", ["\n\n", "b"]) == 2 and first_stop("abc", ["x", ""]) is None
+
+
+# ---- the local backend on the packaged Gemma 3 270M base model, prompted by completion ---------------------------
+
+
+@pytest.fixture(scope="session")
+def gemma() -> LocalTransformersBackend:
+    # The first run ever joins the GGUF's chunks and dequantises it into $WVLP_CACHE (~1 min); later runs load the
+    # cached folder (~5 s).
+    return LocalTransformersBackend("gemma3-270m", prompting="completion", few_shot=True, batch_size=8)
+
+
+def gemma_requests(max_new_tokens: tuple[int, ...] = (40, 40, 40)) -> list[GenerationRequest]:
+    from wvlp.data.prompts import load_prompts, render_completion
+    from wvlp.data.sources import FashionMNISTSource
+
+    by_name = {c.name: c for c in FashionMNISTSource().classes}
+    template = next(t for t in load_prompts() if t.id == "appearance_shape")
+    return [
+        GenerationRequest(
+            name,
+            [],
+            max_new_tokens=n,
+            temperature=0.0,
+            prompt=render_completion(template, by_name[name], with_gloss=True, few_shot=True),
+            stop=template.stop,
+        )
+        for name, n in zip(("Trouser", "Sandal", "Bag"), max_new_tokens)
+    ]
+
+
+@pytest.mark.slow
+def test_gemma_completion_is_english(gemma):
+    assert (gemma.model_id, gemma.name, gemma.revision) == (
+        "google/gemma-3-270m",
+        "gemma-3-270m-q4_k_m",
+        "a5fd3b62230a",
+    )
+    assert gemma.tokenizer.chat_template is None
+    results = run(gemma, gemma_requests())
+    for result in results.values():
+        text = result.text
+        assert result.error is None and text and "\n" not in text, result  # the stop string ended it
+        words = re.findall(r"[A-Za-z]+", text)
+        assert len(words) >= 4 and sum(map(len, words)) >= 0.7 * len(text.replace(" ", "")), text
+
+
+@pytest.mark.slow
+def test_gemma_greedy_batched_equals_unbatched(gemma):
+    requests = gemma_requests((40, 8, 24))  # rows leave the batch at different steps
+    batched = run(gemma, requests)
+    for request in requests:
+        assert run(gemma, [request])[request.key].text == batched[request.key].text

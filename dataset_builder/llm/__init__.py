@@ -4,7 +4,8 @@ Both implement `DescriptionBackend.generate(requests, on_result)`: `on_result` i
 as soon as that request is finished, so the caller can append it to a crash-safe cache right away. A request that
 fails is reported with `GenerationResult.error` (never raised); only a backend that cannot work at all raises:
 
-- `LocalTransformersBackend` raises at construction when the model files are missing.
+- `LocalTransformersBackend` raises at construction when the model files are missing, and when it is asked to chat
+  (`prompting: chat`, the default) with a model that has no chat template (a base model: use `prompting: completion`).
 - `ServerBackend` raises `BackendUnavailableError` when its preflight `GET <base_url>/models` gets no HTTP answer
   (connection refused after the retries and `server_patience_s`, or no connection or no response within
   `connect_timeout_s`), and when a request has used up its retries on connection errors while no request of the
@@ -20,16 +21,25 @@ from __future__ import annotations
 
 from wvlp.data.llm.base import (
     NEUTRAL_SAMPLING,
+    PROMPTING_MODES,
     BackendUnavailableError,
     DescriptionBackend,
     GenerationRequest,
     GenerationResult,
 )
-from wvlp.data.llm.gguf import default_cache_dir, default_gguf_path, materialize_gguf, packaged_llm_folder
+from wvlp.data.llm.gguf import (
+    PACKAGED_LLMS,
+    default_cache_dir,
+    default_gguf_path,
+    materialize_gguf,
+    packaged_gguf_path,
+    packaged_llm_folder,
+)
 from wvlp.data.llm.local import LocalTransformersBackend
 from wvlp.data.llm.server import ServerBackend
 
-_LOCAL_KEYS = {"model", "batch_size", "cache_dir", "revision", "device"}
+# prompting ("chat" | "completion") and few_shot are read by generate.py off the backend, which checks them.
+_LOCAL_KEYS = {"model", "batch_size", "cache_dir", "revision", "device", "prompting", "few_shot"}
 _SERVER_KEYS = {
     "base_url",
     "model",
@@ -43,11 +53,17 @@ _SERVER_KEYS = {
     "backoff_max_s",
     "token_env",
     "revision",
+    "prompting",
+    "few_shot",
 }
 
 
 def build_backend(spec: dict) -> DescriptionBackend:
-    """A backend from a config dict: `{"type": "local", ...}` or `{"type": "server", "base_url": ..., ...}`."""
+    """A backend from a config dict: `{"type": "local", ...}` or `{"type": "server", "base_url": ..., ...}`.
+
+    Both take `prompting: chat | completion` and `few_shot`; a local `model` may name a packaged GGUF
+    (`PACKAGED_LLMS`, e.g. "gemma3-270m").
+    """
     spec = dict(spec)
     kind = spec.pop("type", None)
     if kind == "local":
@@ -71,10 +87,13 @@ __all__ = [
     "GenerationRequest",
     "GenerationResult",
     "LocalTransformersBackend",
+    "PACKAGED_LLMS",
+    "PROMPTING_MODES",
     "ServerBackend",
     "build_backend",
     "default_cache_dir",
     "default_gguf_path",
     "materialize_gguf",
+    "packaged_gguf_path",
     "packaged_llm_folder",
 ]

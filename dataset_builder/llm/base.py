@@ -16,11 +16,16 @@ NEUTRAL_SAMPLING: dict[str, float | int] = {
     "frequency_penalty": 0.0,
     "presence_penalty": 0.0,
 }
+PROMPTING_MODES = ("chat", "completion")
 
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One chat prompt to complete; `temperature=0` is greedy decoding and `seed=None` is not reproducible."""
+    """One chat prompt to complete; `temperature=0` is greedy decoding and `seed=None` is not reproducible.
+
+    With `prompt` set it is a plain-text completion instead (`messages` is then ignored): the model continues the
+    text, and its output ends before the first of the `stop` strings.
+    """
 
     key: str
     messages: list[dict[str, str]]
@@ -33,6 +38,8 @@ class GenerationRequest:
     repetition_penalty: float = 1.0
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
+    prompt: str | None = None
+    stop: tuple[str, ...] = ()
 
     def non_neutral_sampling(self) -> dict[str, float | int]:
         """The sampling parameters beyond temperature and top_p that are set to change the distribution."""
@@ -59,7 +66,8 @@ class DescriptionBackend(Protocol):
     """What the dataset builder needs from an LLM: a name and revision for provenance, and streaming generation.
 
     A backend may also have `server_model`: what its server reported about the model it serves (a dict, or None),
-    known once `generate` has started; the records carry it as `llm_server`.
+    known once `generate` has started; the records carry it as `llm_server`. And `model_id` (the Hub id recorded as provenance, else `name` is), `prompting` ("chat" or
+    "completion", else chat) and `few_shot` (completion prompts open with examples of other categories).
     """
 
     name: str
@@ -68,6 +76,14 @@ class DescriptionBackend(Protocol):
     def generate(self, requests: Sequence[GenerationRequest], on_result: Callable[[GenerationResult], None]) -> None:
         """Call `on_result` once per request as each completes; report per-request failures in `error`."""
         ...
+
+
+def check_prompting(prompting: str, few_shot: bool) -> None:
+    """Refuse an unknown prompting mode, and few-shot examples outside completion prompting."""
+    if prompting not in PROMPTING_MODES:
+        raise ValueError(f"LLM prompting {prompting!r} is unknown: expected one of {list(PROMPTING_MODES)}")
+    if few_shot and prompting != "completion":
+        raise ValueError("LLM few_shot: true needs prompting: completion (the examples are a completion prefix)")
 
 
 class BackendUnavailableError(ConnectionError):

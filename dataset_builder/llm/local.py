@@ -14,18 +14,26 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from wvlp.data.llm.base import GenerationRequest, GenerationResult
+from wvlp.data.llm.base import GenerationRequest, GenerationResult, check_prompting
 from wvlp.data.llm.gguf import (
+    DEFAULT_LLM,
+    PACKAGED_LLMS,
     _folder_fingerprint_files,
     _sha256_prefix,
-    default_gguf_path,
     materialize_gguf,
+    packaged_gguf_path,
     packaged_llm_folder,
 )
 
 logger = logging.getLogger(__name__)
 
 _NUCLEUS_CANDIDATES = 256
+
+
+def first_stop(text: str, stop: Sequence[str]) -> int | None:
+    """Where the earliest of the `stop` strings begins in `text`, or None when none occurs."""
+    found = [at for at in (text.find(s) for s in stop if s) if at >= 0]
+    return min(found) if found else None
 
 
 def _sample_sorted(probs, index, top_p, u):
@@ -92,12 +100,15 @@ class _RowSampler:
 class LocalTransformersBackend:
     """A causal LM run in-process with transformers: the packaged SmolLM2-135M-Instruct GGUF by default.
 
-    `model` is None (the packaged GGUF), a `.gguf` file (dequantised once into the cache) or a local transformers
-    folder. Requests are batched `batch_size` at a time (similar prompt lengths together, left padding); a row leaves
-    the batch as soon as it ends. A request's text depends only on its own messages, parameters and seed: greedy
-    output is the same batched or alone, and sampling draws from a generator seeded by the request's own seed
-    (`seed=None` draws a fresh random seed). Decoding is temperature + top-p only: a request that sets top_k, min_p
-    or a penalty to anything but its neutral value is refused with a ValueError before any generation.
+    `model` is None (the packaged SmolLM2), the name of a packaged GGUF (`PACKAGED_LLMS`: "smollm2-135m",
+    "gemma3-270m"), a `.gguf` file (dequantised once into the cache) or a local transformers folder. Requests are
+    batched `batch_size` at a time (similar prompt lengths together, left padding); a row leaves the batch as soon
+    as it ends (EOS, its `max_new_tokens` or one of its stop strings). A request's text depends only on its own
+    prompt, parameters and seed: greedy output is the same batched or alone, and sampling draws from a generator
+    seeded by the request's own seed (`seed=None` draws a fresh random seed). Decoding is temperature + top-p only:
+    a request that sets top_k, min_p or a penalty to anything but its neutral value is refused with a ValueError
+    before any generation. `prompting="chat"` needs a model with a chat template (checked here, before any
+    request); "completion" sends plain text, with `few_shot` examples when the caller renders them.
     """
 
     def __init__(
@@ -108,30 +119,48 @@ class LocalTransformersBackend:
         cache_dir: str | os.PathLike | None = None,
         revision: str | None = None,
         device: str = "cpu",
+        prompting: str = "chat",
+        few_shot: bool = False,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        path = default_gguf_path() if model is None else Path(model).expanduser()
-        if not path.exists():
-            raise FileNotFoundError(f"LLM {path} does not exist (expected a .gguf file or a transformers folder)")
-        if path.is_file() and path.suffix != ".gguf":
-            raise ValueError(f"LLM file {path} is not a .gguf file")
-        if path.is_dir() and not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{path} is not a transformers model folder (no config.json)")
+        check_prompting(prompting, few_shot)
+        self.prompting, self.few_shot = prompting, bool(few_shot)
+        packaged = PACKAGED_LLMS.get(DEFAULT_LLM if model is None else str(model))
+        if packaged is not None and prompting == "chat" and not packaged.chat_template:
+            # Known from the package: fail in a second, before joining and dequantising hundreds of MB.
+            raise ValueError(_no_chat_template(f"{packaged.name!r} ({packaged.hub_id})"))
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if path.is_file():
-            self.name = path.name[: -len(".gguf")]
-            self.revision = revision or _sha256_prefix([path])
-            folder = materialize_gguf(path, packaged_llm_folder(path, cache_dir, self.revision))
+        if packaged is not None and packaged.chunked:
+            self.name, self.model_id = packaged.file[: -len(".gguf")], packaged.hub_id
+            self.revision = revision or packaged.sha256[:12]
+            folder = packaged_llm_folder(Path(packaged.file), cache_dir, self.revision)
+            if not folder.is_dir():  # the chunks are joined only to be dequantised
+                folder = materialize_gguf(packaged_gguf_path(packaged.name, cache_dir), folder)
         else:
-            self.name = path.name
-            self.revision = revision or _sha256_prefix(_folder_fingerprint_files(path))
-            folder = path
+            path = packaged_gguf_path(packaged.name) if packaged is not None else Path(model).expanduser()
+            if not path.exists():
+                raise FileNotFoundError(f"LLM {path} does not exist (expected a .gguf file or a transformers folder)")
+            if path.is_file() and path.suffix != ".gguf":
+                raise ValueError(f"LLM file {path} is not a .gguf file")
+            if path.is_dir() and not (path / "config.json").is_file():
+                raise FileNotFoundError(f"{path} is not a transformers model folder (no config.json)")
+            if path.is_file():
+                self.name = path.name[: -len(".gguf")]
+                self.revision = revision or _sha256_prefix([path])
+                folder = materialize_gguf(path, packaged_llm_folder(path, cache_dir, self.revision))
+            else:
+                self.name = path.name
+                self.revision = revision or _sha256_prefix(_folder_fingerprint_files(path))
+                folder = path
+            self.model_id = packaged.hub_id if packaged is not None else self.name
         self.batch_size = batch_size
         self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        if prompting == "chat" and not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError(_no_chat_template(f"{self.model_id!r} ({folder})"))
         self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).to(self.device).eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -185,17 +214,22 @@ class LocalTransformersBackend:
                     on_result(GenerationResult(request.key, text, attempts=attempts, latency_s=latency))
 
     def _prompt_ids(self, request: GenerationRequest) -> list[int]:
-        """The chat-templated prompt of one request as token ids, checked against the context length."""
+        """The prompt of one request (chat-templated, or plain text) as token ids, checked against the context."""
         if request.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {request.max_new_tokens}")
-        prompt = self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
-        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        if request.prompt is not None:
+            # Plain text gets the tokenizer's own special tokens (Gemma's <bos>); a chat template writes its own.
+            ids = self.tokenizer(request.prompt, add_special_tokens=True)["input_ids"]
+        else:
+            prompt = self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+            ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         if self.max_length is not None and len(ids) + request.max_new_tokens > self.max_length:
             raise ValueError(f"prompt of {len(ids)} tokens + {request.max_new_tokens} new exceeds {self.max_length}")
         return ids
 
     def _generate_batch(self, batch: Sequence[tuple[GenerationRequest, list[int]]]) -> list[str]:
-        """Left-padded batched decoding; a row leaves the batch at its first EOS or its own max_new_tokens."""
+        """Left-padded batched decoding; a row leaves the batch at its first EOS or stop string, or its own
+        max_new_tokens."""
         import torch
         from transformers import DynamicCache
 
@@ -209,6 +243,7 @@ class LocalTransformersBackend:
         position_ids = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
         sampler = _RowSampler(requests, [r.seed if r.seed is not None else secrets.randbits(63) for r in requests])
         generated: list[list[int]] = [[] for _ in requests]
+        stopped: dict[int, str] = {}  # the text before the stop string of each row that met one
         active = list(range(len(requests)))  # the requests still decoding, in cache row order
         cache = DynamicCache(config=self.model.config)
         with torch.inference_mode():
@@ -228,6 +263,13 @@ class LocalTransformersBackend:
                     if token in self.eos_token_ids:
                         continue
                     generated[i].append(token)
+                    if requests[i].stop:
+                        # Decoded in full each step: a stop string may span tokens, or be part of one.
+                        text = self.tokenizer.decode(generated[i], skip_special_tokens=True)
+                        at = first_stop(text, requests[i].stop)
+                        if at is not None:
+                            stopped[i] = text[:at]
+                            continue
                     if len(generated[i]) < requests[i].max_new_tokens:
                         keep.append(row)
                 if not keep:
@@ -248,7 +290,18 @@ class LocalTransformersBackend:
                     past_key_values=cache,
                     use_cache=True,
                 ).logits[:, -1]
-        return [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generated]
+        return [
+            (stopped[i] if i in stopped else self.tokenizer.decode(ids, skip_special_tokens=True)).strip()
+            for i, ids in enumerate(generated)
+        ]
 
 
-__all__ = ["LocalTransformersBackend"]
+def _no_chat_template(model: str) -> str:
+    """The start-up error for chat prompting of a model without a chat template."""
+    return (
+        f"LLM {model} has no chat template (a base model, not instruction-tuned), so it cannot be prompted with "
+        "chat messages: set `prompting: completion` in the llm config (optionally with `few_shot: true`)"
+    )
+
+
+__all__ = ["LocalTransformersBackend", "first_stop"]

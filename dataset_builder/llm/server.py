@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from wvlp.data.llm.base import BackendUnavailableError, GenerationRequest, GenerationResult
+from wvlp.data.llm.base import BackendUnavailableError, GenerationRequest, GenerationResult, check_prompting
 
 TOKEN_ENV = "WVLP_LLM_TOKEN"
 FALLBACK_TOKEN_ENV = "HF_TOKEN"
@@ -70,6 +70,15 @@ def _chat_completions_url(base_url: str) -> str:
     path = parts.path.rstrip("/")
     if not path.endswith("/chat/completions"):
         path += "/chat/completions" if path.endswith("/v1") else "/v1/chat/completions"
+    return urlunsplit(parts._replace(path=path))
+
+
+def _completions_url(base_url: str) -> str:
+    """The plain-text completions endpoint of `base_url`, by the same rule as `_chat_completions_url`."""
+    parts = urlsplit(base_url)
+    path = parts.path.rstrip("/").removesuffix("/chat/completions")
+    if not path.endswith("/completions"):
+        path += "/completions" if path.endswith("/v1") else "/v1/completions"
     return urlunsplit(parts._replace(path=path))
 
 
@@ -166,8 +175,12 @@ class ServerBackend:
         token_env: str = TOKEN_ENV,
         revision: str | None = None,
         timeout_s: float | None = None,
+        prompting: str = "chat",
+        few_shot: bool = False,
     ):
         from huggingface_hub import constants
+
+        check_prompting(prompting, few_shot)
 
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -205,6 +218,9 @@ class ServerBackend:
         self.name = model or "server-default"
         self.revision = revision or self.name
         self.server_model: dict[str, Any] | None = None
+        self.model_id = self.name
+        # Completion requests (those with a `prompt`) go to /completions; the server must serve a base model there.
+        self.prompting, self.few_shot = prompting, bool(few_shot)
         self.concurrency = concurrency
         self.read_timeout_s = float(read_timeout_s)
         self.connect_timeout_s = float(connect_timeout_s)
@@ -215,6 +231,7 @@ class ServerBackend:
         self._origin = (parts.scheme, parts.hostname, parts.port or _DEFAULT_PORTS[parts.scheme])
         self._chat_url = _chat_completions_url(self.base_url)
         self._models_url = f"{self.base_url}/models"
+        self._completions_url = _completions_url(self.base_url)
         self._token = os.environ.get(token_env) or os.environ.get(FALLBACK_TOKEN_ENV) or None
 
     def __repr__(self) -> str:
@@ -431,11 +448,11 @@ class ServerBackend:
         latency = time.perf_counter() - started
         return GenerationResult(request.key, None, error=error, attempts=attempts, latency_s=latency)
 
-    def _body(self, request: GenerationRequest) -> dict[str, Any]:
-        """The chat-completions body: every sampling parameter explicit, so no server default applies unseen."""
-        body: dict[str, Any] = {
-            "model": self.model or _NO_MODEL,
-            "messages": request.messages,
+    def _body(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
+        """(URL, body): every sampling parameter explicit, so no server default applies unseen."""
+        url, body = self._request_body(request)
+        body = {
+            **body,
             "max_tokens": request.max_new_tokens,
             "temperature": request.temperature,
             "top_p": request.top_p,
@@ -450,17 +467,17 @@ class ServerBackend:
         }
         if request.seed is not None:
             body["seed"] = request.seed
-        return body
+        return url, body
 
     async def _attempt(self, http: Any, state: _CallState, request: GenerationRequest) -> str:
         """One HTTP attempt; every failure becomes an `_AttemptError` with a token-free message."""
         import httpx
 
-        body = self._body(request)
+        url, body = self._body(request)
         # Only the chat requests carry the token: the preflight proves the server is there without it.
         headers = {"authorization": f"Bearer {self._token}"} if self._token else {}
         try:
-            call = http.post(self._chat_url, json=body, headers=headers)
+            call = http.post(url, json=body, headers=headers)
             # httpx's read timeout restarts with every chunk: this bounds a server that trickles its answer.
             if hasattr(asyncio, "timeout"):  # Python >= 3.11: no extra task per attempt, unlike wait_for
                 async with asyncio.timeout(self.attempt_limit_s):
@@ -490,7 +507,7 @@ class ServerBackend:
             retryable = status in (408, 429) or status >= 500
             header = response.headers.get("retry-after", "")
             retry_after = float(header) if header.strip().isdigit() else None
-            message = f"HTTP {status}: {response.reason_phrase} from POST {self._chat_url}: {_error_detail(response)}"
+            message = f"HTTP {status}: {response.reason_phrase} from POST {url}: {_error_detail(response)}"
             raise _AttemptError(self._redact(message), retryable, retry_after=retry_after, unavailable=status == 503)
         try:
             output = response.json()
@@ -498,6 +515,11 @@ class ServerBackend:
             raise _AttemptError(self._redact(f"malformed response: {err}"), True) from None
         choices = output.get("choices") if isinstance(output, dict) else None
         first = choices[0] if isinstance(choices, list) and choices else None
+        if request.prompt is not None:
+            text = first.get("text") if isinstance(first, dict) else None
+            if not isinstance(text, str):
+                raise _AttemptError("malformed response: no choices[0].text", True)
+            return text.strip()
         message = first.get("message") if isinstance(first, dict) else None
         if not isinstance(message, dict):
             raise _AttemptError("malformed response: no choices[0].message", True)
@@ -509,6 +531,15 @@ class ServerBackend:
         if not isinstance(content, str):
             raise _AttemptError(f"malformed response: choices[0].message.content is a {type(content).__name__}", True)
         return content.strip()
+
+    def _request_body(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
+        """(URL, body without the sampling parameters): a chat completion, or a text completion with its stops."""
+        if request.prompt is None:
+            return self._chat_url, {"model": self.model or _NO_MODEL, "messages": request.messages}
+        body: dict[str, Any] = {"model": self.model or _NO_MODEL, "prompt": request.prompt}
+        if request.stop:
+            body["stop"] = list(request.stop)
+        return self._completions_url, body
 
     def _redact(self, text: str) -> str:
         """`text` without the token (a server may echo request headers back in its error body)."""
