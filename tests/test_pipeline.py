@@ -166,3 +166,37 @@ def test_rerun_reuses_the_cache(corpus):
         )
         run_describe(config)
         assert server.requests == []
+
+
+def test_query_describer_writes_cross_llm_queries_the_evaluation_finds(corpus):
+    from wvlp.evaluation.query_sets import corpus_query_sets
+
+    _, _, tmp = corpus
+    with OpenAIStubServer(reply=describing_reply) as server:
+        config = DescribeConfig(
+            output=str(tmp / "with-queries"),
+            cache=str(tmp / "corpus.generations.jsonl"),  # the training descriptions come from the cache
+            llm={"type": "server", "base_url": server.base_url},
+            # Another describer: the same stub prompted by completion, so its texts differ from the chat ones.
+            query_describer={"llm": {"type": "server", "base_url": server.base_url, "prompting": "completion"}},
+            samples_per_prompt=2,
+            max_images_per_split=30,
+            knowledge={"sources": [{"text_file": str(tmp / "knowledge.txt")}], "k": 2},
+            cleaning={"min_similarity": 0.0},
+        )
+        folder = run_describe(config)
+        paths = [r.path for r in server.requests if r.path != "/v1/models"]
+    assert paths == ["/v1/completions"] * (10 * 9)  # one sample per class and prompt, nothing else regenerated
+    stats = json.loads((folder / "stats.json").read_text())["query_describer"]
+    assert stats["settings"]["drop_confusable"] is True and stats["total"] == 90
+    queries = rows_as_written(folder, "queries", "cross_llm")
+    training = {r["text"] for r in rows_as_written(folder, "descriptions", "train")}
+    assert len(queries) == stats["kept"] - stats["in_training"] > 0 and not {r["text"] for r in queries} & training
+    assert {r["prompting"] for r in queries} == {"completion"}
+    assert "## Cross-LLM queries" in (folder / "README.md").read_text()
+    labels = [c.name for c in sorted(FashionMNISTSource().classes, key=lambda c: c.label)]
+    sets, skipped = corpus_query_sets(folder, labels)
+    cross = next(s for s in sets if s.name == "cross-llm")
+    assert cross.source["count"] == len(queries) and cross.source["llm"] == ["server-default"]
+    with pytest.raises(ValueError, match="query_describer: unknown keys"):
+        run_describe(DescribeConfig(output=str(tmp / "bad"), query_describer={"llm": {}, "temperature": 1}))
