@@ -49,7 +49,8 @@ SCALES = {
             "samples_per_prompt": 1,
             "max_images_per_split": 4000,
             "llm": {"type": "local", "batch_size": 16},
-            "decoding": {"max_new_tokens": 40, "temperature": 0.9, "top_p": 0.95},
+            "decoding": {"max_new_tokens": 40, "temperature": 0.7, "top_p": 0.9},
+            "query_describer": None,  # Gemma's cross-LLM queries cost CI ~2 min; tests/test_pipeline.py covers them
         },
         train=(
             "training.max_steps=40",
@@ -94,7 +95,11 @@ def run_demo(output: str | Path = "out/fashion-mnist", scale: str = "full", org:
     corpus, run_dir, eval_dir = out / "corpus", out / "run", out / "eval"
     timings: dict[str, float] = {}
     describe_config = load_describe_config(DESCRIBE_CONFIG, {**plan.describe, "output": str(corpus)})
-    _timed("describe (SmolLM2 descriptions, knowledge, corpus)", timings, lambda: run_describe(describe_config))
+    _timed(
+        "describe (SmolLM2 descriptions, Gemma queries, knowledge, corpus)",
+        timings,
+        lambda: run_describe(describe_config),
+    )
 
     overrides = [f"data.path={corpus}", f"training.output_dir={run_dir}", *plan.train]
     train_config = load_config(TRAIN_CONFIG, overrides)

@@ -98,6 +98,8 @@ def description_quality(
             "distinct_2": distinct_n(members, 2),
             "mean_pairwise_similarity": None if similarity is None else round(similarity, 4),
         }
+    similarities = [row["mean_pairwise_similarity"] for row in per_class.values()]
+    similarities = [value for value in similarities if value is not None]
     confusions = Counter(
         (class_names[true], class_names[pred]) for true, pred in zip(labels, by_prompt) if true != pred
     )
@@ -107,6 +109,8 @@ def description_quality(
         "nearest_centroid_accuracy": float((by_centroid == labels).mean()) if len(labels) else None,
         "distinct_1": distinct_n(texts, 1),
         "distinct_2": distinct_n(texts, 2),
+        # the mean over classes of their within-class similarity (across classes it would measure separation)
+        "mean_pairwise_similarity": round(float(np.mean(similarities)), 4) if similarities else None,
         "confusions": [
             {"description_of": true, "nearest_prompt": pred, "count": count}
             for (true, pred), count in confusions.most_common(max_confusions)
@@ -131,6 +135,7 @@ def quality_table(quality: dict) -> list[str]:
         lines.append(
             f"| **all** | {sum(r['count'] for r in quality['per_class'].values())} | "
             f"{quality['nearest_prompt_accuracy']:.0%} | {quality['nearest_centroid_accuracy']:.0%} | "
-            f"{quality['distinct_1']:.2f} | {quality['distinct_2']:.2f} | - |"
+            f"{quality['distinct_1']:.2f} | {quality['distinct_2']:.2f} | "
+            f"{'-' if quality.get('mean_pairwise_similarity') is None else format(quality['mean_pairwise_similarity'], '.2f')} |"
         )
     return lines

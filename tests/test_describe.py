@@ -195,7 +195,11 @@ def test_describe_configs_parse(name):
     if name == "fashion-mnist-gemma.yaml":
         base = load_describe_config(ROOT / "dataset_builder" / "configs" / "fashion-mnist.yaml")
         assert config.llm == {**base.llm, "model": "gemma3-270m", "prompting": "completion", "few_shot": True}
-        assert dataclasses.replace(config, output=base.output, llm=base.llm) == base  # only the describer differs
+        # Only the describer differs, and each corpus's cross-LLM queries come from the other one.
+        assert dataclasses.replace(config, output=base.output, llm=base.llm, query_describer=None) == (
+            dataclasses.replace(base, query_describer=None)
+        )
+        assert config.query_describer["llm"] == base.llm and base.query_describer["llm"] == config.llm
 
 
 # ----------------------------------------------------------------------------------------- keys and cache

@@ -31,6 +31,7 @@ def test_quality_matches_hand_computed_values():
     assert banana["distinct_1"] == pytest.approx(5 / 8) and banana["distinct_2"] == 1.0
     assert (apple["mean_pairwise_similarity"], banana["mean_pairwise_similarity"]) == (1.0, pytest.approx(0.6))
     assert cherry["mean_pairwise_similarity"] is None and cherry["count"] == 1
+    assert quality["mean_pairwise_similarity"] == pytest.approx((1.0 + 0.6) / 2)  # classes with a pair only
     table = quality_table(quality)
     assert table[2].startswith("| apple | 2 | 100% | 100% |") and table[-1].startswith("| **all** | 5 | 80% | 60% |")
 
