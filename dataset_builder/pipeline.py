@@ -103,7 +103,8 @@ def token_lengths(texts: list[str]) -> np.ndarray:
 def kept_quality(kept: list[dict], source: LabelSource, embeddings: np.ndarray, embedder: SentenceEmbedder) -> dict:
     """`description_quality` of the kept descriptions, classes ordered by label, under the corpus's sentence embedder."""
     classes = sorted(source.classes, key=lambda c: c.label)
-    prompts = embedder.embed([template.format(c.name) for c in classes for template in CLASS_PROMPTS])
+    # prompt names ("trousers"), as the zero-shot classnames file and the off-topic check use, not labels ("Trouser")
+    prompts = embedder.embed([template.format(c.prompt_name) for c in classes for template in CLASS_PROMPTS])
     ensembles = prompts.reshape(len(classes), len(CLASS_PROMPTS), -1).mean(axis=1)
     ensembles /= np.linalg.norm(ensembles, axis=1, keepdims=True)
     position = {c.label: i for i, c in enumerate(classes)}
