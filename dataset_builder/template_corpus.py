@@ -23,11 +23,12 @@ PATTERNS = (
 
 
 def write_template_corpus(
-    folder: Path, images_per_split: int | None = 96, extra_knowledge: Sequence[str] = ()
+    folder: Path, images_per_split: int | None = 96, extra_knowledge: Sequence[str] = (), cross_llm: bool = False
 ) -> Path:
     """Writes a Fashion-MNIST template corpus into `folder` (6 descriptions per class; images capped per split).
 
-    `extra_knowledge` sentences are attached to the first description's knowledge (tests of query leakage).
+    `extra_knowledge` sentences are attached to the first description's knowledge (tests of query leakage);
+    `cross_llm` adds a `queries/cross_llm` split of one other sentence per class, as a query describer writes.
     """
     from sentence_transformers import SentenceTransformer
 
@@ -83,4 +84,14 @@ def write_template_corpus(
         card_text="A test corpus.",
         card_metadata={"license": "mit"},
         max_images_per_split=images_per_split,
+        queries=[
+            {
+                **r,
+                "description_id": f"{r['class_id']}/query",
+                "text": f"a picture in which one sees a {r['class_name']}",
+            }
+            for r in records[:: len(PATTERNS)]
+        ]
+        if cross_llm
+        else None,
     )

@@ -137,3 +137,20 @@ def test_evaluate_model_accepts_a_loaded_model(saved_model, tmp_path):
         evaluate_model(model, data, processor=processor, tasks="zero-shot")
     with pytest.raises(ValueError, match="needs its processor"):
         evaluate_model(model, data)
+
+
+def test_fusion_is_chosen_on_the_cross_llm_queries_when_the_corpus_has_them(saved_model, tmp_path):
+    from wvlp.evaluation.run import evaluate_model
+
+    corpus = write_template_corpus(tmp_path / "corpus", images_per_split=20, cross_llm=True)
+    record = evaluate_model(saved_model, corpus, tasks="retrieval", itm_k=4)
+    retrieval, query_sets = record["metrics"]["retrieval"], record["metrics"]["query_sets"]
+    chosen_on = retrieval["fusion"]["chosen_on"]
+    # Text no model trained on, on train images; without cross-LLM queries it is the train descriptions.
+    assert chosen_on["split"] == "train" and chosen_on["texts"] == "queries/cross_llm (never trained on)"
+    # one query per class, of the classes the first 20 train / test images show
+    assert 8 <= chosen_on["num_texts"] <= 10 and 8 <= query_sets["cross-llm"]["source"]["count"] <= 10
+    assert set(query_sets) == {"same-llm-heldout", "cross-llm", "cupl"}
+    plain = write_template_corpus(tmp_path / "plain", images_per_split=20)
+    texts = evaluate_model(saved_model, plain, tasks="retrieval", itm_k=4)["metrics"]["retrieval"]["fusion"]
+    assert texts["chosen_on"]["texts"].startswith("descriptions/train")
