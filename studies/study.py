@@ -74,8 +74,14 @@ ARMS: dict[str, dict] = {
 }
 
 
-def templates_corpus(corpus: Path, folder: Path) -> Path:
-    """A copy of `corpus` whose training descriptions are label templates (same images, knowledge and schema)."""
+def templates_corpus(corpus: Path, folder: Path, knowledge: str = "retrieved") -> Path:
+    """A copy of `corpus` whose training descriptions are label templates (same images, test split and schema).
+
+    `knowledge`: "retrieved" keeps the knowledge the LLM rows of the class retrieved; "gloss" gives every template the
+    class's WordNet gloss as its one knowledge sentence (K-LITE's external knowledge).
+    """
+    if knowledge not in ("retrieved", "gloss"):
+        raise ValueError(f"knowledge={knowledge!r}: choose 'retrieved' or 'gloss'")
     import datasets
     import numpy as np
 
@@ -91,7 +97,8 @@ def templates_corpus(corpus: Path, folder: Path) -> Path:
         (staging / "data" / config).symlink_to((corpus / "data" / config).resolve(), target_is_directory=True)
     shutil.copy(next((corpus / "data" / "descriptions").glob("test-*.parquet")), staging / "data" / "descriptions")
     train = datasets.load_dataset(str(corpus), "descriptions", split="train")
-    prompt_names = {c.label: c.prompt_name for c in FashionMNISTSource().classes}  # the names the LLM was asked about
+    classes = {c.label: c for c in FashionMNISTSource().classes}
+    prompt_names = {label: c.prompt_name for label, c in classes.items()}  # the names the LLM was asked about
     rows = []
     for label in sorted(set(train["label"])):
         examples = train.filter(lambda x: x == label, input_columns="label")
@@ -107,6 +114,13 @@ def templates_corpus(corpus: Path, folder: Path) -> Path:
                 llm_revision="1",
                 text=text,
             )
+            if knowledge == "gloss":
+                cls = classes[label]
+                row.update(
+                    knowledge_ids=[f"wordnet:{cls.class_id}"],
+                    knowledge_texts=[f"{cls.prompt_name}: {cls.gloss}"],
+                    knowledge_scores=[1.0],
+                )
             rows.append(row)
     embeddings = SentenceEmbedder().embed([r["text"] for r in rows])
     for row, embedding in zip(rows, embeddings):
@@ -121,7 +135,7 @@ def templates_corpus(corpus: Path, folder: Path) -> Path:
             for split in info["splits"]:
                 if split["name"] == "train":
                     split["num_examples"], split["num_bytes"] = len(table), table.data.nbytes
-    note = "Study arm: the train descriptions are label templates; images, knowledge and test split unchanged.\n\n"
+    note = f"Study arm: the train descriptions are label templates ({knowledge} knowledge); images and test split unchanged.\n\n"
     (staging / "README.md").write_text("---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n" + note + body)
     staging.rename(folder)
     return folder
