@@ -69,6 +69,34 @@ SCALES = {
 }
 
 
+def descriptions_section(corpus_dir: Path, per_class: int = 2) -> str:
+    """The corpus's description-quality table (stats.json) and `per_class` verbatim training descriptions per class."""
+    import datasets
+
+    from wvlp.data.quality import quality_table
+
+    stats = json.loads((corpus_dir / "stats.json").read_text())
+    train = datasets.load_dataset(str(corpus_dir), "descriptions", split="train")
+    names = train.features["label"].names
+    shown: dict[int, list[str]] = {}
+    for label, text in zip(train["label"], train["text"]):
+        if len(shown.setdefault(label, [])) < per_class:
+            shown[label].append(text)
+    llms = ", ".join(sorted(set(train["llm"])))
+    lines = [
+        f"## The descriptions ({llms})",
+        "Description quality (nearest class-name prompt / class centroid under the frozen MiniLM embedder, "
+        "distinct-n, within-class similarity):",
+        "",
+        *quality_table(stats["quality"]),
+        "",
+        f"Verbatim, the first {per_class} training descriptions of each class:",
+        "",
+        *(f"- **{names[label]}**: " + " / ".join(f"“{t}”" for t in shown[label]) for label in sorted(shown)),
+    ]
+    return "\n".join(lines)
+
+
 def _timed(name: str, timings: dict[str, float], fn: Callable[[], Any]) -> Any:
     """Runs one stage, printing a header and recording its wall time."""
     print(f"\n== {name}", flush=True)
@@ -171,7 +199,7 @@ def run_demo(output: str | Path = "out/fashion-mnist", scale: str = "full", org:
         scale=scale,
         release_dir=release_dir,
         compute_md=compute_md if plan.compute_steps else None,
-        corpus_dir=corpus,
+        sections=[descriptions_section(corpus)],
     )
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

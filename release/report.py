@@ -7,7 +7,6 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from wvlp.data.quality import quality_table
 from wvlp.evaluation.schema import query_set_summaries, retrieval_modes
 
 
@@ -70,32 +69,6 @@ def summary_rows(train_metrics: dict, evals: Sequence[dict]) -> list[tuple[str, 
     return rows
 
 
-def descriptions_section(corpus_dir: Path, per_class: int = 2) -> str:
-    """The corpus's description-quality table (stats.json) and `per_class` verbatim training descriptions per class."""
-    import datasets
-
-    stats = json.loads((corpus_dir / "stats.json").read_text())
-    train = datasets.load_dataset(str(corpus_dir), "descriptions", split="train")
-    names = train.features["label"].names
-    shown: dict[int, list[str]] = {}
-    for label, text in zip(train["label"], train["text"]):
-        if len(shown.setdefault(label, [])) < per_class:
-            shown[label].append(text)
-    llms = ", ".join(sorted(set(train["llm"])))
-    lines = [
-        f"## The descriptions ({llms})",
-        "Description quality (nearest class-name prompt / class centroid under the frozen MiniLM embedder, "
-        "distinct-n, within-class similarity):",
-        "",
-        *quality_table(stats["quality"]),
-        "",
-        f"Verbatim, the first {per_class} training descriptions of each class:",
-        "",
-        *(f"- **{names[label]}**: " + " / ".join(f"“{t}”" for t in shown[label]) for label in sorted(shown)),
-    ]
-    return "\n".join(lines)
-
-
 def format_table(rows: Sequence[tuple[str, str]], header: tuple[str, str] = ("metric", "value")) -> str:
     """A two-column Markdown table."""
     width = max(len(name) for name, _ in [*rows, header])
@@ -112,12 +85,12 @@ def write_report(
     scale: str,
     release_dir: Path | None = None,
     compute_md: Path | None = None,
-    corpus_dir: Path | None = None,
+    sections: Sequence[str] = (),
 ) -> dict:
     """Writes `report.md` and its PNGs, prints the summary table, and returns the summary.
 
     `compute_md` is the markdown `bench/model_step.py --markdown` wrote for the run's config (the Compute section);
-    `corpus_dir` the corpus trained on (its description-quality table and a few verbatim descriptions per class).
+    `sections` are markdown sections placed after the results (the demo's: the descriptions trained on).
     """
     report_dir.mkdir(parents=True, exist_ok=True)
     evals = [json.loads(Path(p).read_text()) for p in eval_jsons]
@@ -152,7 +125,7 @@ def write_report(
             "it), and the query sets by other writers (CuPL's GPT-3, another describer); a hit is any image of the "
             "query's class.",
             "## Results\n\n" + table,
-            *([descriptions_section(corpus_dir)] if corpus_dir is not None else []),
+            *sections,
             "## Time per stage\n\n" + timing_table,
             *(
                 [

@@ -78,7 +78,8 @@ MAY_IMPORT = {
     "wvlp.common": set(),
     "wvlp.modeling": set(),
     "wvlp.data": {"wvlp.modeling", "wvlp.common"},
-    "wvlp.evaluation": {"wvlp.modeling", "wvlp.data.holdout", "wvlp.common"},
+    # query sets: the CuPL mapping and the leakage check are the data side's, the evaluation reads them
+    "wvlp.evaluation": {"wvlp.modeling", "wvlp.data.holdout", "wvlp.data.query_sets", "wvlp.common"},
     "wvlp.train": {"wvlp.modeling", "wvlp.data", "wvlp.evaluation", "wvlp.common"},
     "wvlp.release": {"wvlp.evaluation.schema", "wvlp.common"},
 }
