@@ -357,7 +357,8 @@ def describe_queries(
     stats.pop("drops", None)
     training = {normalize_text(text) for text in training_texts}
     queries = [r for r in kept if normalize_text(r["text"]) not in training]
-    stats.update(llm=backend.name, llm_revision=backend.revision, in_training=len(kept) - len(queries))
+    llm = getattr(backend, "model_id", None) or backend.name  # the Hub id, as its records name it
+    stats.update(llm=llm, llm_revision=backend.revision, in_training=len(kept) - len(queries))
     if queries:
         embeddings = embedder.embed([r["text"] for r in queries])
         stats["quality"] = kept_quality(queries, source, embeddings, embedder)

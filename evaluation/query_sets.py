@@ -93,14 +93,10 @@ def _load_set(folder: Path, name: str, descriptions: datasets.DatasetDict, label
     source = {
         "what": "CuPL GPT-3 descriptions of the ImageNet classes mapped to the labels",
         "llm": ["GPT-3 (CuPL)"],
-        "classes": {label_names[label]: list(cupl) for label, cupl in _mapped(label_names).items()},
+        "classes": {name: list(cupl) for name, cupl in CUPL_CLASSES.items()},
         "count": len(rows),
     }
     return QuerySet(name, [r["text"] for r in rows], np.asarray([r["label"] for r in rows], np.int64), source)
-
-
-def _mapped(label_names: list[str]) -> dict[int, tuple[str, ...]]:
-    return {label_names.index(name): cupl for name, cupl in CUPL_CLASSES.items()}
 
 
 __all__ = ["QUERY_SETS", "QuerySet", "corpus_query_sets"]
