@@ -22,6 +22,7 @@ from pathlib import Path
 from wvlp.common.safe_io import RUN, remove_dir
 from wvlp.demo import TRAIN_CONFIG
 
+from studies.study import ARMS as STUDY_ARMS
 from studies.study import seed_stats, templates_corpus
 
 FULL_STEPS = 4  # the default schedule ends with full steps (ITM/MLM on), as the demo's 12 of 1112
@@ -38,6 +39,9 @@ ARMS: dict[str, dict] = {
     "smollm2": {"corpus": "smollm2", "note": "the method, SmolLM2-135M-Instruct descriptions + retrieved knowledge"},
     "gemma": {"corpus": "gemma", "note": "the method, Gemma 3 270M (completion) descriptions + retrieved knowledge"},
 }
+# The method's ablations, on the SmolLM2 corpus (their overrides as in studies.study).
+for _name in ("no-knowledge", "no-distillation", "no-category-targets", "itc-only", "prompts-1", "prompts-3"):
+    ARMS[_name] = {**STUDY_ARMS[_name], "corpus": "smollm2"}
 REFERENCE = "smollm2"
 METRICS = ("top1", "cross_t2i_r1", "cross_i2t_r1", "cupl_t2i_r1", "cupl_i2t_r1")
 
@@ -189,6 +193,9 @@ def main(argv: list[str] | None = None) -> dict:
                 flush=True,
             )
             records.append(record)
+    # Every finished run in --output, not only this invocation's: a study extended arm by arm reports all of it.
+    finished = sorted(Path(args.output).glob("*/seed*/study_eval.json"))
+    records = [json.loads(path.read_text()) for path in finished if path.parts[-3] in ARMS]
     summary = summarise(records)
     command = (
         f"python -m studies.describers --smollm2 {args.smollm2} --gemma {args.gemma} --steps {args.steps} "
