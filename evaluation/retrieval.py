@@ -312,9 +312,9 @@ def choose_fusion(
     """The fusion with the best R@1 (then R@5; ties: the larger ITC weight, then the smaller k) and every tried one.
 
     Depths: those of `ks` below the candidates kept, and that number itself. Run it on validation queries, never
-    the test split. ITC weight 1 (the ITC ranking itself) is always tried, and a re-rank replaces it only when its R@1 gain is significant in a paired sign test (queries it fixes minus
-    queries it breaks > `min_z` * sqrt of their sum): picking the best of a grid on a few dozen queries otherwise
-    selects noise, as a random ITM head shows.
+    the test split. ITC weight 1 (the ITC ranking itself) is always tried, and a re-rank replaces it only when its
+    R@1 gain is significant in a paired sign test (queries it fixes minus queries it breaks > `min_z` * sqrt of
+    their sum): picking the best of a grid on a few dozen queries otherwise selects noise, as a random ITM head shows.
     """
     depth = candidates.itm.shape[1]
     depths = sorted({int(k) for k in ks if 1 <= k < depth} | {depth})  # always the full depth kept

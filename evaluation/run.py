@@ -235,7 +235,17 @@ def evaluate_model(
         )
         if query_sets is not None and not isinstance(data, EvalData) and eval_data.retrieval_level == "class":
             metrics["query_sets"] = evaluate_query_sets(
-                model, processor, data, eval_data, query_sets, image_features, image_tokens, itm_k, fusion, batch_size
+                model,
+                processor,
+                data,
+                eval_data,
+                query_sets,
+                image_features,
+                image_tokens,
+                itm_k,
+                fusion,
+                batch_size,
+                metrics,
             )
     if "linear-probe" in task_list:
         train_features, _ = encode_images(model, processor, eval_data.train_images, batch_size)
@@ -356,8 +366,13 @@ def evaluate_query_sets(
     itm_k: int,
     fusion: dict[str, Fusion] | None,
     batch_size: int,
+    computed: dict,
 ) -> dict:
-    """`{name: {"source", "retrieval", "zero_shot_descriptions"}}` per query set, `{"skipped": {name: why}}` too."""
+    """`{name: {"source", "retrieval", "zero_shot_descriptions"}}` per query set, `{"skipped": {name: why}}` too.
+
+    The held-out set is `eval_data`'s own texts: its blocks are taken from `computed` (the metrics so far) where
+    they are there, not computed twice.
+    """
     sets, skipped = corpus_query_sets(folder, eval_data.label_names or [], names)
     present = set(np.asarray(eval_data.labels).tolist())
     out: dict = {}
@@ -370,11 +385,15 @@ def evaluate_query_sets(
         data = dataclasses.replace(
             eval_data, texts=[query_set.texts[i] for i in keep], text_groups=labels, text_labels=labels
         )
-        result = retrieve(model, processor, data, image_features, image_tokens, itm_k, batch_size, fusion)
+        own = query_set.name == "same-llm-heldout"
+        retrieval = computed["retrieval"] if own else None
+        zero_shot = computed.get("zero_shot_descriptions") if own else None
         out[query_set.name] = {
             "source": {**query_set.source, "count": len(keep)},
-            "retrieval": result.metrics(),
-            "zero_shot_descriptions": description_zero_shot(
+            "retrieval": retrieval
+            or retrieve(model, processor, data, image_features, image_tokens, itm_k, batch_size, fusion).metrics(),
+            "zero_shot_descriptions": zero_shot
+            or description_zero_shot(
                 model, processor, data, image_features, len(eval_data.label_names or []), batch_size
             ),
         }

@@ -20,6 +20,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,11 +44,12 @@ GRID = [
 MIN_DISTINCT_2 = 0.4
 
 
-def score_point(describer: str, decoding: dict, samples: int, cache: Path, embedder: SentenceEmbedder) -> dict:
-    """Generation + cleaning + quality of one describer at one grid point."""
+def score_point(
+    describer: str, backend: Any, decoding: dict, samples: int, cache: Path, embedder: SentenceEmbedder
+) -> dict:
+    """Generation + cleaning + quality of one describer (its built `backend`) at one grid point."""
     config = load_describe_config(DESCRIBERS[describer])
     source = build_source(config.source)
-    backend = build_backend(config.llm)
     start = time.perf_counter()
     raw = generate_descriptions(
         source.classes, load_prompts(config.prompts), backend, samples, cache, decoding, config.seed, progress=False
@@ -114,9 +116,10 @@ def main(argv: list[str] | None = None) -> None:
     embedder = SentenceEmbedder()
     points = []
     for name in names:
+        backend = build_backend(load_describe_config(DESCRIBERS[name]).llm)  # loaded once, not per grid point
         for i, decoding in enumerate(GRID):
             cache = args.output / f"{name}-{i}.generations.jsonl"
-            points.append(score_point(name, decoding, args.samples, cache, embedder))
+            points.append(score_point(name, backend, decoding, args.samples, cache, embedder))
             print(json.dumps({k: points[-1][k] for k in ("describer", "decoding", "kept", "useful_rate")}), flush=True)
     chosen = {name: choose([p for p in points if p["describer"] == name]) for name in names}
     result = {

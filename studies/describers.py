@@ -81,8 +81,9 @@ def run_arm(arm: str, seed: int, data: tuple[Path, Path], output: Path, steps: i
         *ARMS[arm].get("set", []),
     ]
     remove_dir(run_dir, RUN, "the study run folder")  # an unfinished run starts afresh
+    config = load_config(TRAIN_CONFIG, overrides)
     start = time.perf_counter()
-    train(load_config(TRAIN_CONFIG, overrides))
+    train(config)
     seconds = time.perf_counter() - start
     record = evaluate_model(
         run_dir / "model",
@@ -98,7 +99,7 @@ def run_arm(arm: str, seed: int, data: tuple[Path, Path], output: Path, steps: i
         "arm": arm,
         "seed": seed,
         "steps": steps,
-        "images_seen": steps * load_config(TRAIN_CONFIG, overrides).training.per_device_train_batch_size,
+        "images_seen": steps * config.training.per_device_train_batch_size,
         "train_seconds": round(seconds, 1),
         "top1": record["metrics"]["zero_shot"]["top1"],
         **{
